@@ -1,0 +1,1 @@
+"""Exports (TorchScript, AOTInductor, TensorRT), FC-to-conv conversion and TorchServe archives."""
