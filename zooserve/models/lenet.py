@@ -72,7 +72,7 @@ def train_on_digits(model: nn.Module, epochs: int = 40, batch_size: int = 64) ->
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
     model.train()
     gen = torch.Generator().manual_seed(DIGITS_SEED)
-    for _ in tqdm(range(epochs), desc="training lenet5 on sklearn digits", unit="epoch"):
+    for _ in tqdm(range(epochs), desc="training lenet5 on sklearn digits", unit="epoch", disable=None):
         # small random shifts make the demo robust to off-centre user drawings
         shift = torch.randint(-2, 3, (2,), generator=gen).tolist()
         perm = torch.randperm(len(ys), generator=gen)

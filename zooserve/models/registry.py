@@ -78,7 +78,8 @@ _TORCHVISION = {
 for _name, (_family, _desc) in _TORCHVISION.items():
     _register(ModelSpec(
         name=_name, task="classify", family=_family, prepare=_classifier, description=_desc,
-        input=IMAGENET, dense=True, batch=_BIG, options={"arch": _name},
+        input=IMAGENET, dense=True, batch=_BIG,
+        options={"arch": _name, "ignore_keys": ("aux1.", "aux2.") if _family == "googlenet" else ()},
     ))  # fmt: skip
 
 # Tiny variants: the same torchvision classes with few channels, 10 classes, small inputs.

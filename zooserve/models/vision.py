@@ -22,8 +22,8 @@ def build_torchvision(spec: ModelSpec) -> nn.Module:
     """Full-size model from torchvision's constructor, random weights."""
     kwargs: dict[str, Any] = {"weights": None, "num_classes": spec.num_classes}
     if spec.family == "googlenet":
-        # torchvision's GoogLeNet with weights=None builds aux heads; inference never uses them.
-        kwargs |= {"aux_logits": False, "init_weights": True}
+        # no aux heads (training only); transform_input as torchvision's pretrained weights expect
+        kwargs |= {"aux_logits": False, "init_weights": True, "transform_input": True}
     return torchvision.models.get_model(spec.options["arch"], **kwargs)
 
 
@@ -79,7 +79,7 @@ def load_classifier(spec: ModelSpec, weights: Path | None) -> tuple[nn.Module, s
     model = build_module(spec)
     facts: dict[str, Any] = {}
     if weights is not None:
-        load_state_dict_strict(model, weights)
+        load_state_dict_strict(model, weights, ignore=spec.options.get("ignore_keys", ()))
         status = "user"
     elif spec.default_weights == "trained-demo":
         from zooserve.models.lenet import train_on_digits

@@ -28,8 +28,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def load_state_dict_strict(model: nn.Module, path: Path) -> None:
-    state = read_state_dict(path)
+def load_state_dict_strict(model: nn.Module, path: Path, ignore: tuple[str, ...] = ()) -> None:
+    """Strict load; ``ignore`` prefixes name training-only parts (GoogLeNet's aux heads)."""
+    state = {k: v for k, v in read_state_dict(path).items() if not k.startswith(ignore)}
     expected, given = set(model.state_dict()), set(state)
     missing, unexpected = sorted(expected - given), sorted(given - expected)
     if missing or unexpected:

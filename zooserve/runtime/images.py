@@ -90,11 +90,14 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(e).__name__
 
 
-def resize_batch(images: Sequence[torch.Tensor], spec: InputSpec, size: int | None = None) -> torch.Tensor:
-    """uint8 (N, C, S, S): torchvision's Resize(resize) + CenterCrop(size), or a stretch to size x size
-    when the spec has no resize. Same-shaped images are resized in one call."""
-    size = size or spec.size
-    resize = round(spec.resize * size / spec.size) if spec.resize else None
+def resize_batch(
+    images: Sequence[torch.Tensor], spec: InputSpec, crop: int | None = None, resize: int | None = None
+) -> torch.Tensor:
+    """uint8 (N, C, crop, crop): torchvision's Resize(resize) + CenterCrop(crop), or a stretch to
+    crop x crop when there is no resize side. Defaults come from the spec; same-shaped images are
+    resized in one call."""
+    crop = crop or spec.size
+    resize = resize or spec.resize
     out: list[Any] = [None] * len(images)
     groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
     for i, img in enumerate(images):
@@ -102,11 +105,11 @@ def resize_batch(images: Sequence[torch.Tensor], spec: InputSpec, size: int | No
     for shape, idx in groups.items():
         stack = images[idx[0]].unsqueeze(0) if len(idx) == 1 else torch.stack([images[i] for i in idx])
         if resize is None:
-            stack = F.resize(stack, [size, size], antialias=True)
+            stack = F.resize(stack, [crop, crop], antialias=True)
         else:
             if min(shape[1:]) != resize:
                 stack = F.resize(stack, resize, antialias=True)
-            stack = F.center_crop(stack, [size, size])
+            stack = F.center_crop(stack, [crop, crop])
         for j, i in enumerate(idx):
             out[i] = stack[j]
     return torch.stack(out)

@@ -1,0 +1,49 @@
+# zooserve: the two commands a newcomer needs are `make up` and `make test`.
+VENV   ?= .venv
+PYTHON ?= python3.11
+PY     := $(VENV)/bin/python
+BIN    := $(VENV)/bin
+MODELS ?= lenet5 resnet18
+
+.PHONY: up install demo serve stop test test-fast lint bench clean
+
+up: install demo  ## install everything, build the default models, serve them, predict over REST + gRPC
+
+install: $(VENV)/.installed  ## virtualenv with pinned torch/TorchServe, the package, generated gRPC stubs
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+	command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m zooserve.grpc_stubs
+	touch $@
+
+demo: install  ## build $(MODELS), start TorchServe, make real predictions
+	$(BIN)/zooserve build $(MODELS)
+	$(BIN)/zooserve stop >/dev/null
+	$(BIN)/zooserve serve $(MODELS)
+	$(PY) client/demo.py
+	@echo "TorchServe keeps running: try 'zooserve predict resnet18 client/samples/china.jpg --grpc'; stop it with 'make stop'"
+
+serve: install
+	$(BIN)/zooserve serve $(MODELS)
+
+stop:
+	$(BIN)/zooserve stop
+
+test: install  ## the whole suite: unit + integration (real TorchServe, gRPC, Prometheus)
+	$(BIN)/pytest || [ $$? -eq 5 ]  # 5 = no tests collected
+
+test-fast: install  ## unit tests only (no server)
+	$(BIN)/pytest tests/unit
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench: install  ## model-only vs served vs stock TorchServe; writes docs/benchmarks/
+	$(BIN)/zooserve bench all resnet50
+
+clean:
+	rm -rf .zooserve model_store/*.mar

@@ -1,0 +1,57 @@
+"""TorchServe entry point for every zooserve archive: a thin adapter over ``zooserve.runtime``.
+
+TorchServe calls ``handle(data, context)`` with the whole batch. The first call loads the archive's
+model once per worker; each request then gets its own status code and JSON body, so one bad
+request never fails its batch-mates.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+_pipeline: Any = None
+
+
+def _initialize(context: Any) -> Any:
+    import torch
+
+    from zooserve.runtime.bundle import load_bundle, make_pipeline
+
+    config = (context.model_yaml_config or {}).get("zooserve", {})
+    # TorchServe leaves torch threads at its default; workers x threads must fit the cores
+    torch.set_num_threads(int(config.get("threads", 1)))
+    torch.set_num_interop_threads(1)
+    model_dir = Path(context.system_properties["model_dir"])
+    gpu = context.system_properties.get("gpu_id")
+    device = f"cuda:{gpu}" if torch.cuda.is_available() and gpu is not None else "cpu"
+    return make_pipeline(load_bundle(model_dir, config=config, device=device))
+
+
+def _request(data: dict[str, Any], context: Any, idx: int) -> Any:
+    from zooserve.runtime.pipeline import Request
+
+    headers = {k.lower(): v for k, v in context.get_all_request_header(idx).items() if isinstance(v, str)}
+    # REST body arrives as "body", a multipart field or gRPC input as its own name ("data")
+    key = "data" if "data" in data else "body" if "body" in data else next(iter(data), None)
+    meta = context.get_request_header(idx, key) if key else None
+    content_type = meta.get("content-type", "") if isinstance(meta, dict) else headers.get("content-type", "")
+    return Request(body=data.get(key) if key else None, headers=headers, content_type=content_type.lower())
+
+
+def handle(data: list[dict[str, Any]] | None, context: Any) -> list[bytes] | None:
+    global _pipeline
+    if _pipeline is None:
+        _pipeline = _initialize(context)
+    if data is None:
+        return None
+    from zooserve.runtime.pipeline import run_batch
+
+    responses = run_batch(_pipeline, [_request(d, context, i) for i, d in enumerate(data)])
+    for idx, resp in enumerate(responses):
+        context.set_response_content_type(idx, "application/json")
+        if resp.status != 200:
+            context.set_response_status(resp.status, str(resp.body.get("type", "")), idx)
+    return [json.dumps(r.body, separators=(",", ":")).encode() for r in responses]
+

@@ -1,0 +1,162 @@
+"""Python client for a zooserve TorchServe: REST and gRPC, same payloads, same typed errors.
+
+Reads TorchServe's token key file, applies timeouts, retries only when the connection itself
+failed (never a request the server answered), and raises the typed error of a 4xx body.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from zooserve import errors
+
+DEFAULT_KEY_FILE = Path(".zooserve/key_file.json")
+
+
+def read_token(key_file: Path, which: str = "inference") -> str | None:
+    if not key_file.is_file():
+        return None
+    data = json.loads(key_file.read_text("utf-8"))
+    entry = data.get(which)
+    return entry.get("key") if isinstance(entry, dict) else None
+
+
+def payload(data: bytes | str | dict[str, Any]) -> tuple[bytes, str]:
+    """Body bytes and content type: images as octet-stream, text as UTF-8, dicts as JSON."""
+    if isinstance(data, bytes):
+        return data, "application/octet-stream"
+    if isinstance(data, str):
+        return data.encode("utf-8"), "text/plain; charset=utf-8"
+    return json.dumps(data).encode("utf-8"), "application/json"
+
+
+def _error_from(status: int, text: str) -> errors.ZooError:
+    try:
+        body = json.loads(text)
+        if isinstance(body, dict) and "type" in body:
+            err = errors.from_json(body)
+            err.status = status  # type: ignore[misc]
+            return err
+    except ValueError:
+        pass
+    err = errors.ZooError(f"HTTP {status}: {text[:200]}")
+    err.status = status  # type: ignore[misc]
+    return err
+
+
+@dataclass
+class Client:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    grpc_port: int = 7070
+    key_file: Path = DEFAULT_KEY_FILE
+    token: str | None = None  # overrides the key file
+    timeout: float = 60.0
+    retries: int = 3
+
+    def __post_init__(self) -> None:
+        self._session = requests.Session()
+        self._channel: Any = None
+
+    # ---- REST ----------------------------------------------------------------------------------
+    def _auth(self) -> dict[str, str]:
+        token = self.token or read_token(self.key_file)
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def predict(self, model: str, data: bytes | str | dict[str, Any], headers: dict[str, str] | None = None,
+                grpc: bool = False, version: str | None = None) -> dict[str, Any]:  # fmt: skip
+        """One prediction; raises the server's typed error (``errors.InvalidImage``...) on 4xx."""
+        if grpc:
+            return self.predict_grpc(model, data, headers, version)
+        body, ctype = payload(data)
+        url = f"http://{self.host}:{self.port}/predictions/{model}" + (f"/{version}" if version else "")
+        hdrs = {"Content-Type": ctype, **self._auth(), **(headers or {})}
+        r = self._with_retries(lambda: self._session.post(url, data=body, headers=hdrs, timeout=self.timeout))
+        if r.status_code != 200:
+            raise _error_from(r.status_code, r.text)
+        return r.json()
+
+    def ping(self) -> bool:
+        try:
+            return self._session.get(f"http://{self.host}:{self.port}/ping", timeout=5).ok
+        except requests.RequestException:
+            return False
+
+    def _with_retries(self, call: Any) -> Any:
+        for attempt in range(self.retries + 1):
+            try:
+                return call()
+            except requests.ConnectionError as e:
+                if attempt == self.retries:
+                    raise errors.ServerError(f"cannot reach TorchServe at {self.host}:{self.port}: {type(e).__name__}") from None
+                time.sleep(0.2 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    # ---- gRPC ----------------------------------------------------------------------------------
+    def _stub(self) -> Any:
+        import grpc
+
+        from zooserve import grpc_stubs
+
+        if self._channel is None:
+            self._channel = grpc.insecure_channel(f"{self.host}:{self.grpc_port}")
+        return grpc_stubs.load("inference_pb2_grpc").InferenceAPIsServiceStub(self._channel)
+
+    def predict_grpc(self, model: str, data: bytes | str | dict[str, Any], headers: dict[str, str] | None = None,
+                     version: str | None = None) -> dict[str, Any]:  # fmt: skip
+        import grpc
+
+        from zooserve import grpc_stubs
+
+        pb2 = grpc_stubs.load("inference_pb2")
+        body, _ = payload(data)
+        # TorchServe passes each input map entry to the handler as a named field; options ride along
+        inputs = {"data": body, **{k.lower(): v.encode() for k, v in (headers or {}).items()}}
+        request = pb2.PredictionsRequest(model_name=model, model_version=version or "", input=inputs)
+        metadata = [(k.lower(), v) for k, v in self._auth().items()]
+        for attempt in range(self.retries + 1):
+            try:
+                reply = self._stub().Predictions(request, metadata=metadata, timeout=self.timeout)
+                return _checked(json.loads(reply.prediction))
+            except grpc.RpcError as e:
+                if e.code() == grpc.StatusCode.UNAVAILABLE and attempt < self.retries:
+                    time.sleep(0.2 * 2**attempt)
+                    continue
+                raise grpc_error(e) from None
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self._session.close()
+        if self._channel is not None:
+            self._channel.close()
+
+
+def _checked(body: Any) -> Any:
+    """TorchServe 0.12's gRPC frontend drops per-request status codes (only whole-batch failures
+    become gRPC errors), so a request that failed alone arrives as OK carrying our error body."""
+    if isinstance(body, dict) and isinstance(body.get("code"), int) and body["code"] >= 400 and "type" in body:
+        err = _error_from(body["code"], json.dumps(body))
+        raise err
+    return body
+
+
+GRPC_TO_HTTP = {"INVALID_ARGUMENT": 400, "NOT_FOUND": 404, "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403,
+                "RESOURCE_EXHAUSTED": 413, "UNAVAILABLE": 503, "DEADLINE_EXCEEDED": 504}  # fmt: skip
+
+
+def grpc_error(e: Any) -> errors.ZooError:
+    """A gRPC failure as the same typed error REST would raise (TorchServe puts the body in details)."""
+    code = e.code().name
+    details = e.details() or ""
+    err = _error_from(GRPC_TO_HTTP.get(code, 500), details) if details.lstrip().startswith("{") else None
+    if err is None:
+        err = errors.ServerError(f"gRPC {code}: {details}") if code == "UNAVAILABLE" else errors.ZooError(f"gRPC {code}: {details}")
+        err.status = GRPC_TO_HTTP.get(code, 500)  # type: ignore[misc]
+    err.grpc_code = code  # type: ignore[misc]
+    return err

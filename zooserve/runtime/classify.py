@@ -1,0 +1,116 @@
+"""Image classification over a batch: centre crop, ten-crop or dense (FC-to-conv) evaluation.
+
+Every mode is one preprocessing pass and one forward per batch (dense: one per scale, with the
+flipped copies in the same forward).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torchvision.transforms.v2 import functional as F
+
+from zooserve.errors import ConfigError, ImageTooLarge, InvalidParameter
+from zooserve.export.dense import scores_from_map
+from zooserve.models.specs import EVALUATIONS, InputSpec
+from zooserve.runtime.bundle import Bundle
+from zooserve.runtime.images import DEFAULT_MAX_PIXELS, decode_image_bytes, image_bytes, normalize, resize_batch
+from zooserve.runtime.pipeline import Pipeline, Request
+
+DEFAULT_BATCH_PIXELS = 400_000_000  # decoded pixels one batch may hold (~1.2 GB as uint8 RGB)
+
+
+@dataclass
+class Item:
+    image: torch.Tensor  # uint8 (C, H, W)
+    topk: int
+
+
+def request_topk(request: Request, default: int, limit: int) -> int:
+    raw = request.headers.get("x-topk") or (request.body.get("topk") if isinstance(request.body, dict) else None)
+    if raw is None:
+        return default
+    try:
+        k = int(raw)
+    except (TypeError, ValueError):
+        raise InvalidParameter(f"topk must be an integer, got {raw!r}") from None
+    if not 1 <= k <= limit:
+        raise InvalidParameter(f"topk must be between 1 and {limit}")
+    return k
+
+
+def topk_predictions(probs: torch.Tensor, ks: list[int], labels: list[str]) -> list[list[dict[str, Any]]]:
+    """One batched topk, then the JSON lists (``probs`` is (N, classes))."""
+    values, indices = probs.float().topk(max(ks), dim=1)
+    vals, idxs = values.tolist(), indices.tolist()
+    return [
+        [{"index": i, "label": labels[i], "probability": round(p, 6)} for i, p in zip(idxs[n][:k], vals[n][:k], strict=True)]
+        for n, k in enumerate(ks)
+    ]
+
+
+class ClassifyPipeline(Pipeline):
+    def __init__(self, bundle: Bundle) -> None:
+        self.bundle = bundle
+        self.model_name = bundle.name
+        self.model = bundle.modules["model"]
+        self.spec = InputSpec.from_json(bundle.meta["input"])
+        self.labels: list[str] = bundle.meta["labels"]
+        self.topk = min(int(bundle.option("topk", 5)), len(self.labels))
+        self.evaluation = bundle.option("evaluation", "center")
+        self.scales = [int(s) for s in bundle.option("scales", [self.spec.resize or self.spec.size])]
+        self.flip = bool(bundle.option("flip", True))
+        self.max_pixels = int(bundle.option("max_pixels", DEFAULT_MAX_PIXELS))
+        self.batch_pixels = int(bundle.option("max_batch_pixels", DEFAULT_BATCH_PIXELS))
+        if self.evaluation not in EVALUATIONS:
+            raise ConfigError(f"evaluation must be one of {EVALUATIONS}, got {self.evaluation!r}")
+        if self.evaluation == "dense" and not bundle.meta["metadata"].get("dense"):
+            raise ConfigError("evaluation 'dense' needs an archive built with --dense (the FC-to-conv model)")
+
+    def decode(self, request: Request) -> Item:
+        topk = request_topk(request, self.topk, len(self.labels))
+        return Item(decode_image_bytes(image_bytes(request), self.spec.channels, self.max_pixels), topk)
+
+    def preprocess(self, items: list[Item]) -> list[torch.Tensor]:
+        """One float batch per forward: [centre] or [ten crops] or [one per dense scale]."""
+        if len(items) > 1 and sum(it.image[0].numel() for it in items) > self.batch_pixels:
+            raise ImageTooLarge("batch exceeds the pixel budget")  # run_batch retries one by one
+        images = [it.image for it in items]
+        if self.evaluation == "center":
+            return [self._to_model(normalize(resize_batch(images, self.spec), self.spec))]
+        if self.evaluation == "tencrop":
+            side = self.spec.resize or self.spec.size
+            crops = F.ten_crop(resize_batch(images, self.spec, crop=side), [self.spec.size, self.spec.size])
+            batch = torch.stack(crops, dim=1).flatten(0, 1)  # (N*10, C, S, S), image-major
+            return [self._to_model(normalize(batch, self.spec))]
+        # dense: each scale Q is the image resized to shorter side Q, centre square Q x Q
+        return [self._to_model(normalize(resize_batch(images, self.spec, crop=q, resize=q), self.spec)) for q in self.scales]
+
+    def _to_model(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.bundle.device, non_blocking=True)
+
+    @torch.inference_mode()
+    def forward(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        """Class posteriors (N, classes), averaged over crops / scales / flips as the mode says."""
+        if self.evaluation == "tencrop":
+            probs = self._probs(inputs[0])
+            return probs.view(-1, 10, probs.shape[-1]).mean(dim=1)
+        if self.evaluation == "center":
+            return self._probs(inputs[0])
+        total = None
+        for x in inputs:
+            n = x.shape[0]
+            probs = self._probs(torch.cat([x, x.flip(3)]) if self.flip else x)
+            probs = probs.view(-1, n, probs.shape[-1]).mean(dim=0)
+            total = probs if total is None else total + probs
+        assert total is not None
+        return total / len(inputs)
+
+    def _probs(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(scores_from_map(self.model(x)).float(), dim=1)
+
+    def postprocess(self, outputs: torch.Tensor, items: list[Item]) -> list[dict[str, Any]]:
+        preds = topk_predictions(outputs.cpu(), [it.topk for it in items], self.labels)
+        return [{"model": self.model_name, "weights": self.bundle.meta["weights"], "predictions": p} for p in preds]
