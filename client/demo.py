@@ -1,6 +1,6 @@
 """The README's demo: real predictions from the running TorchServe over REST and gRPC.
 
-    python client/demo.py [--models lenet5 resnet18]
+python client/demo.py [--models lenet5 resnet18]
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ def main() -> int:
     write_samples()
     client = Client()
     for model in args.models:
-        files = sorted(SAMPLES.glob("digit_*.png")) if model == "lenet5" else sorted(SAMPLES.glob("*.jpg"))[:2]
+        files = (
+            sorted(SAMPLES.glob("digit_*.png")) if model == "lenet5" else sorted(SAMPLES.glob("*.jpg"))[:2]
+        )
         for f in files:
             data = f.read_bytes()
             rest = client.predict(model, data)

@@ -54,4 +54,3 @@ def handle(data: list[dict[str, Any]] | None, context: Any) -> list[bytes] | Non
         if resp.status != 200:
             context.set_response_status(resp.status, str(resp.body.get("type", "")), idx)
     return [json.dumps(r.body, separators=(",", ":")).encode() for r in responses]
-

@@ -26,13 +26,22 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="export models and pack TorchServe archives")
     b.add_argument("models", nargs="+", metavar="MODEL")
     b.add_argument("--format", default="aoti", choices=["aoti", "torchscript", "tensorrt"])
-    b.add_argument("--weights", type=Path, help="state_dict (.pth), HF directory (bert) or checkpoint (captioning)")
+    b.add_argument(
+        "--weights", type=Path, help="state_dict (.pth), HF directory (bert) or checkpoint (captioning)"
+    )
     b.add_argument("--word-map", type=Path, help="word map JSON for a Show-Attend-Tell checkpoint")
-    b.add_argument("--trust-pickle", action="store_true", help="allow the reference captioning checkpoint format")
+    b.add_argument(
+        "--trust-pickle", action="store_true", help="allow the reference captioning checkpoint format"
+    )
     b.add_argument("--dense", action="store_true", help="FC-to-conv model for dense (multi-scale) evaluation")
-    b.add_argument("--evaluation", choices=["center", "dense", "tencrop"], help="serving mode (default: dense with --dense, else center)")
+    b.add_argument(
+        "--evaluation",
+        choices=["center", "dense", "tencrop"],
+        help="serving mode (default: dense with --dense, else center)",
+    )
     b.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8", "fp16"])
     b.add_argument("--calibration", type=Path, help="folder of images for int8 calibration")
+    b.add_argument("--name", help="archive/served name (serve one model in several variants)")
     b.add_argument("--out", type=Path, default=DEFAULT_STORE)
 
     s = sub.add_parser("serve", help="start TorchServe in the background; return once every model is ready")
@@ -96,7 +105,13 @@ def cmd_models(args: argparse.Namespace) -> None:
 
     rows = [("name", "task", "params", "input", "formats", "default weights", "built (store)")]
     for spec in registry.list_models(tiny=None if args.all else False):
-        inp = f"{spec.input.channels}x{spec.input.size}" if spec.input else "text" if spec.task == "classify-text" else "-"
+        inp = (
+            f"{spec.input.channels}x{spec.input.size}"
+            if spec.input
+            else "text"
+            if spec.task == "classify-text"
+            else "-"
+        )
         meta = archive_meta(args.store, spec.name)
         built = f"{meta['format']}/{meta['precision']}, {meta['weights']}" if meta else "-"
         default = spec.default_weights + (" (!)" if spec.default_weights == "random" else "")
@@ -114,13 +129,16 @@ def cmd_build(args: argparse.Namespace) -> None:
     opts = BuildOptions(
         format=args.format, weights=args.weights, dense=args.dense, precision=args.precision,
         word_map=args.word_map, trust_pickle=args.trust_pickle, evaluation=args.evaluation, serving=serving,
+        archive_name=args.name,
     )  # fmt: skip
-    if args.weights is not None and len(args.models) > 1:
-        raise UserError("--weights applies to one model: build one MODEL at a time with it")
+    if (args.weights is not None or args.name) and len(args.models) > 1:
+        raise UserError("--weights and --name apply to one model: build one MODEL at a time with them")
     for name in args.models:
         res = build(name, opts, out=args.out)
         warn = "  (RANDOM weights: predictions are meaningless)" if res.meta["weights"] == "random" else ""
-        print(f"built {name}: {res.archive} [{opts.format}, {opts.precision}, weights={res.meta['weights']}] in {res.seconds:.0f}s{warn}")
+        print(
+            f"built {name}: {res.archive} [{opts.format}, {opts.precision}, weights={res.meta['weights']}] in {res.seconds:.0f}s{warn}"
+        )
 
 
 def cmd_serve(args: argparse.Namespace) -> None:

@@ -94,7 +94,9 @@ class Client:
                 return call()
             except requests.ConnectionError as e:
                 if attempt == self.retries:
-                    raise errors.ServerError(f"cannot reach TorchServe at {self.host}:{self.port}: {type(e).__name__}") from None
+                    raise errors.ServerError(
+                        f"cannot reach TorchServe at {self.host}:{self.port}: {type(e).__name__}"
+                    ) from None
                 time.sleep(0.2 * 2**attempt)
         raise AssertionError("unreachable")
 
@@ -140,7 +142,12 @@ class Client:
 def _checked(body: Any) -> Any:
     """TorchServe 0.12's gRPC frontend drops per-request status codes (only whole-batch failures
     become gRPC errors), so a request that failed alone arrives as OK carrying our error body."""
-    if isinstance(body, dict) and isinstance(body.get("code"), int) and body["code"] >= 400 and "type" in body:
+    if (
+        isinstance(body, dict)
+        and isinstance(body.get("code"), int)
+        and body["code"] >= 400
+        and "type" in body
+    ):
         err = _error_from(body["code"], json.dumps(body))
         raise err
     return body
@@ -156,7 +163,11 @@ def grpc_error(e: Any) -> errors.ZooError:
     details = e.details() or ""
     err = _error_from(GRPC_TO_HTTP.get(code, 500), details) if details.lstrip().startswith("{") else None
     if err is None:
-        err = errors.ServerError(f"gRPC {code}: {details}") if code == "UNAVAILABLE" else errors.ZooError(f"gRPC {code}: {details}")
+        err = (
+            errors.ServerError(f"gRPC {code}: {details}")
+            if code == "UNAVAILABLE"
+            else errors.ZooError(f"gRPC {code}: {details}")
+        )
         err.status = GRPC_TO_HTTP.get(code, 500)  # type: ignore[misc]
     err.grpc_code = code  # type: ignore[misc]
     return err

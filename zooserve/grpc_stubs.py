@@ -42,10 +42,18 @@ def generate(out: Path = OUT) -> Path:
         str(Path(next(iter(google.rpc.__path__))).parents[1]),
     ]
     for name in PROTOS:
-        args = ["protoc", *(f"-I{i}" for i in includes), f"--python_out={out}", f"--grpc_python_out={out}", str(out / name)]
+        args = [
+            "protoc",
+            *(f"-I{i}" for i in includes),
+            f"--python_out={out}",
+            f"--grpc_python_out={out}",
+            str(out / name),
+        ]
         if protoc.main(args) != 0:
             raise ConfigError(f"protoc failed on {name}")
-    (out / "__init__.py").write_text('"""Generated from TorchServe\'s protos by zooserve.grpc_stubs; do not edit."""\n')
+    (out / "__init__.py").write_text(
+        '"""Generated from TorchServe\'s protos by zooserve.grpc_stubs; do not edit."""\n'
+    )
     return out
 
 

@@ -92,9 +92,14 @@ def _java_command(config_file: Path, cfg: ServerConfig, models: list[str]) -> li
     import ts
 
     ts_home = Path(ts.__file__).resolve().parents[1]
-    java = shutil.which("java", path=os.path.join(os.environ.get("JAVA_HOME", ""), "bin") + os.pathsep + os.environ.get("PATH", ""))
+    java = shutil.which(
+        "java",
+        path=os.path.join(os.environ.get("JAVA_HOME", ""), "bin") + os.pathsep + os.environ.get("PATH", ""),
+    )
     if java is None:
-        raise ServerError("java not found: TorchServe needs Java 17 (set JAVA_HOME or install openjdk-17-jre)")
+        raise ServerError(
+            "java not found: TorchServe needs Java 17 (set JAVA_HOME or install openjdk-17-jre)"
+        )
     vmargs = render_properties(cfg).get("vmargs", "").split()
     cmd = [java, f"-Dmodel_server_home={ts_home}", *vmargs, "-cp", f".:{ts_home / 'ts' / 'frontend' / '*'}"]
     cmd += ["org.pytorch.serve.ModelServer", "--python", sys.executable, "-f", str(config_file)]
@@ -110,7 +115,9 @@ def archives(cfg: ServerConfig, names: list[str]) -> list[str]:
     available = sorted(p.stem for p in cfg.model_store.glob("*.mar"))
     missing = [n for n in names if n not in available]
     if missing:
-        raise ServerError(f"no archive for {', '.join(missing)} in {cfg.model_store}: run `zooserve build {' '.join(missing)}`")
+        raise ServerError(
+            f"no archive for {', '.join(missing)} in {cfg.model_store}: run `zooserve build {' '.join(missing)}`"
+        )
     chosen = names or available
     if not chosen:
         raise ServerError(f"{cfg.model_store} holds no .mar archives: run `zooserve build MODEL` first")
@@ -138,7 +145,9 @@ def running_pid(cfg: ServerConfig, what: str = "torchserve") -> int | None:
     return None
 
 
-def start(cfg: ServerConfig, models: list[str], timeout: float = 300.0, foreground: bool = False) -> subprocess.Popen:
+def start(
+    cfg: ServerConfig, models: list[str], timeout: float = 300.0, foreground: bool = False
+) -> subprocess.Popen:
     """Start TorchServe (+ the metrics exporter) and return once every model has a ready worker."""
     if running_pid(cfg):
         raise ServerError(f"TorchServe is already running from {cfg.run_dir} (zooserve stop)")
@@ -155,11 +164,12 @@ def start(cfg: ServerConfig, models: list[str], timeout: float = 300.0, foregrou
         "METRICS_LOCATION": str(cfg.log_dir.resolve()),
         "PROMETHEUS_MULTIPROC_DIR": str(cfg.metrics_dir.resolve()),
     }
-    exporter = subprocess.Popen(
-        [sys.executable, "-m", "zooserve.exporter", "--port", str(cfg.ports.exporter), "--bind", cfg.bind,
-         "--dir", str(cfg.metrics_dir.resolve())],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(cfg.log_dir / "exporter.log", "ab"), start_new_session=True,
-    )  # fmt: skip
+    with open(cfg.log_dir / "exporter.log", "ab") as log:
+        exporter = subprocess.Popen(
+            [sys.executable, "-m", "zooserve.exporter", "--port", str(cfg.ports.exporter), "--bind", cfg.bind,
+             "--dir", str(cfg.metrics_dir.resolve())],
+            env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+        )  # fmt: skip
     _pid_file(cfg, "exporter").write_text(str(exporter.pid))
     with open(cfg.log_dir / "stdout.log", "ab") as out:
         proc = subprocess.Popen(
@@ -205,7 +215,9 @@ def _log_tail(cfg: ServerConfig, lines: int = 25) -> str:
     return "\n".join(texts)
 
 
-def wait_ready(cfg: ServerConfig, models: list[str], timeout: float, proc: subprocess.Popen | None = None) -> None:
+def wait_ready(
+    cfg: ServerConfig, models: list[str], timeout: float, proc: subprocess.Popen | None = None
+) -> None:
     """Poll the management API until each model has a READY worker; fail with the log tail."""
     deadline = time.monotonic() + timeout
     pending = list(models)
@@ -213,7 +225,9 @@ def wait_ready(cfg: ServerConfig, models: list[str], timeout: float, proc: subpr
         if proc is not None and proc.poll() is not None:
             raise ServerError(f"TorchServe exited with code {proc.returncode}\n{_log_tail(cfg)}")
         if time.monotonic() > deadline:
-            raise ServerError(f"models not ready after {timeout:.0f}s: {', '.join(pending)}\n{_log_tail(cfg)}")
+            raise ServerError(
+                f"models not ready after {timeout:.0f}s: {', '.join(pending)}\n{_log_tail(cfg)}"
+            )
         keys = read_keys(cfg)
         if cfg.token_auth and not keys:
             time.sleep(0.5)

@@ -43,7 +43,9 @@ def handler_path() -> Path:
 def pack(name: str, bundle_dir: Path, main_file: str, out: Path, version: str = "1.0") -> Path:
     """Pack every file of ``bundle_dir`` into ``out/NAME.mar`` (nothing is downloaded at load time)."""
     out.mkdir(parents=True, exist_ok=True)
-    extras = sorted(str(p) for p in bundle_dir.iterdir() if p.is_file() and p.name not in (main_file, CONFIG_FILE))
+    extras = sorted(
+        str(p) for p in bundle_dir.iterdir() if p.is_file() and p.name not in (main_file, CONFIG_FILE)
+    )
     cmd = [
         sys.executable, "-m", "model_archiver.model_packaging",
         "--model-name", name, "--version", version,

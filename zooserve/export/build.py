@@ -34,6 +34,7 @@ class BuildOptions:
     word_map: Path | None = None
     trust_pickle: bool = False
     evaluation: str | None = None  # center | dense | tencrop (default: dense when --dense)
+    archive_name: str | None = None  # served name when one model is served in several variants
     serving: dict[str, Any] = field(default_factory=dict)  # extra model-config.yaml `zooserve:` keys
 
 
@@ -48,7 +49,9 @@ class BuildResult:
 
 def check_options(spec: ModelSpec, opts: BuildOptions) -> None:
     if opts.format not in spec.formats:
-        raise UnsupportedFormat(f"{spec.name} cannot be exported as {opts.format!r}; choose from {', '.join(spec.formats)}")
+        raise UnsupportedFormat(
+            f"{spec.name} cannot be exported as {opts.format!r}; choose from {', '.join(spec.formats)}"
+        )
     if opts.format == "tensorrt" and not torch.cuda.is_available():
         raise UnsupportedFormat("--format tensorrt needs a CUDA GPU and none is visible on this machine")
     if opts.dense and not spec.dense:
@@ -73,19 +76,20 @@ def export_target(target: ExportTarget, fmt: str, path: Path, precision: str = "
     raise UnsupportedFormat(f"unknown format {fmt!r}")
 
 
-def serving_options(spec: ModelSpec, opts: BuildOptions) -> dict[str, Any]:
+def serving_options(spec: ModelSpec, opts: BuildOptions, prepared: Prepared) -> dict[str, Any]:
     base: dict[str, Any] = {"topk": 5}
     if spec.task == "classify":
-        base |= {"evaluation": opts.evaluation or ("dense" if opts.dense else "center"), "flip": True}
-        if spec.input is not None:
-            base["scales"] = [spec.input.resize or spec.input.size] if spec.tiny else _dense_scales(spec)
+        base |= {"evaluation": opts.evaluation or ("dense" if opts.dense else "center")}
+        if opts.dense:
+            base |= {"scales": dense_scales(spec, prepared.metadata["dense_min_side"]), "flip": True}
     return base | opts.serving
 
 
-def _dense_scales(spec: ModelSpec) -> list[int]:
+def dense_scales(spec: ModelSpec, min_side: int) -> list[int]:
+    """Shorter-side scales for dense evaluation: 256/384/512 for ImageNet models, as the VGG paper."""
     assert spec.input is not None
-    native = spec.input.resize or spec.input.size
-    return [native, round(native * 1.5), native * 2]  # 256/384/512 for ImageNet models, as the paper
+    q = max(spec.input.resize or spec.input.size, min_side)
+    return [q, round(q * 1.5), q * 2]
 
 
 def write_bundle(spec: ModelSpec, prepared: Prepared, opts: BuildOptions, bundle_dir: Path) -> dict[str, Any]:
@@ -100,7 +104,8 @@ def write_bundle(spec: ModelSpec, prepared: Prepared, opts: BuildOptions, bundle
     for arc_name, src in prepared.extra_files.items():
         shutil.copyfile(src, bundle_dir / arc_name)
     meta = {
-        "name": spec.name,
+        "name": opts.archive_name or spec.name,
+        "model": spec.name,
         "task": spec.task,
         "family": spec.family,
         "format": opts.format,
@@ -110,15 +115,21 @@ def write_bundle(spec: ModelSpec, prepared: Prepared, opts: BuildOptions, bundle
         "input": spec.input.to_json() if spec.input else None,
         "artifacts": artifacts,
         "metadata": prepared.metadata,
-        "serving": serving_options(spec, opts),
-        "built": {"zooserve": zooserve.__version__, "torch": torch.__version__, "at": time.strftime("%Y-%m-%dT%H:%M:%S")},
+        "serving": serving_options(spec, opts, prepared),
+        "built": {
+            "zooserve": zooserve.__version__,
+            "torch": torch.__version__,
+            "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        },
     }
     (bundle_dir / META_FILE).write_text(json.dumps(meta, indent=1), "utf-8")
     write_model_config(bundle_dir / CONFIG_FILE, model_config(spec.batch, meta["serving"]))
     return meta
 
 
-def build(name: str, opts: BuildOptions, out: Path | None = Path("model_store"), work: Path = DEFAULT_WORK) -> BuildResult:
+def build(
+    name: str, opts: BuildOptions, out: Path | None = Path("model_store"), work: Path = DEFAULT_WORK
+) -> BuildResult:
     """Build one model. ``out=None`` skips the archive (in-process use)."""
     t0 = time.perf_counter()
     spec = registry.get(name)
@@ -127,7 +138,8 @@ def build(name: str, opts: BuildOptions, out: Path | None = Path("model_store"),
         spec, weights=opts.weights, dense=opts.dense, word_map=opts.word_map,
         trust_pickle=opts.trust_pickle, precision=opts.precision,
     )  # fmt: skip
-    bundle_dir = work / name
+    served = opts.archive_name or name
+    bundle_dir = work / served
     meta = write_bundle(spec, prepared, opts, bundle_dir)
-    archive = pack(name, bundle_dir, meta["artifacts"][next(iter(meta["artifacts"]))], out) if out else None
-    return BuildResult(name, archive, bundle_dir, meta, time.perf_counter() - t0)
+    archive = pack(served, bundle_dir, meta["artifacts"][next(iter(meta["artifacts"]))], out) if out else None
+    return BuildResult(served, archive, bundle_dir, meta, time.perf_counter() - t0)

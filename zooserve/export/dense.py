@@ -93,7 +93,9 @@ def to_fully_convolutional(model: nn.Module, family: str) -> FullyConvolutional:
         k = int(round((model.classifier[0].in_features // in_ch) ** 0.5))
         return FullyConvolutional(model.features, convert_head(model.classifier, in_ch, k))
     if family == "resnet":
-        return FullyConvolutional(_resnet_trunk(model), convert_head(nn.Sequential(model.fc), model.fc.in_features, 1))
+        return FullyConvolutional(
+            _resnet_trunk(model), convert_head(nn.Sequential(model.fc), model.fc.in_features, 1)
+        )
     if family == "densenet":
         head = convert_head(nn.Sequential(model.classifier), model.classifier.in_features, 1)
         return FullyConvolutional(_DenseNetTrunk(model.features), head)

@@ -36,7 +36,9 @@ def compile_tensorrt(target: ExportTarget, path: Path, precision: str = "fp16") 
     try:
         import torch_tensorrt
     except ImportError:
-        raise UnsupportedFormat("torch-tensorrt is not installed: pip install -r requirements-gpu.txt") from None
+        raise UnsupportedFormat(
+            "torch-tensorrt is not installed: pip install -r requirements-gpu.txt"
+        ) from None
 
     from zooserve.export.aoti import export_program
 

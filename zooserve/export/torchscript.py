@@ -14,6 +14,6 @@ def compile_torchscript(target: ExportTarget, path: Path) -> Path:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", FutureWarning)
         traced = torch.jit.trace(target.module.eval(), target.example_inputs, check_trace=False)
-        frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
-        torch.jit.save(frozen, str(path))
+        # freeze only: optimize_for_inference bakes in mkldnn constants that torch.jit.load rejects
+        torch.jit.save(torch.jit.freeze(traced), str(path))
     return path

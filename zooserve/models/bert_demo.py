@@ -135,7 +135,13 @@ def _cached(name: str, build: Callable[[Path], Any]) -> Path:
     final = cache_root() / name
     if (final / "config.json").is_file():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:  # unwritable home (e.g. a non-root container): build under the temp dir instead
+        final = Path(tempfile.gettempdir()) / "zooserve-cache" / name
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if (final / "config.json").is_file():
+            return final
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=final.parent))
     try:
         build(tmp)
@@ -169,7 +175,7 @@ def demo_dir() -> Path:
     return _cached(f"bert-demo-v{DEMO_VERSION}", train_demo)
 
 
-def train_demo(out: Path, n_train: int = 6000, n_heldout: int = 1000, epochs: int = 3) -> dict[str, Any]:
+def train_demo(out: Path, n_train: int = 4000, n_heldout: int = 1000, epochs: int = 2) -> dict[str, Any]:
     """Small BERT fine-tuned from scratch on generated topic sentences (seeded, ~1 min on 2 cores)."""
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -182,7 +188,7 @@ def train_demo(out: Path, n_train: int = 6000, n_heldout: int = 1000, epochs: in
         tokenizer = train_wordpiece(x_train, vocab_size=1000)
         config = BertConfig(
             vocab_size=tokenizer.get_vocab_size(), hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
-            intermediate_size=512, max_position_embeddings=512, num_labels=len(TOPICS),
+            intermediate_size=256, max_position_embeddings=512, num_labels=len(TOPICS),
             id2label=dict(enumerate(TOPICS)), label2id={n: i for i, n in enumerate(TOPICS)},
         )  # fmt: skip
         torch.manual_seed(DEMO_SEED)
@@ -222,11 +228,10 @@ def _fit(
     gen = torch.Generator().manual_seed(DEMO_SEED)
     y_all = torch.tensor(labels)
     model.train()
+    lengths = [len(e.ids) for e in tokenizer.encode_batch(texts)]
     with tqdm(total=steps, desc="fine-tuning bert demo on generated topics", unit="step") as bar:
         for _ in range(epochs):
-            perm = torch.randperm(len(texts), generator=gen).tolist()
-            for i in range(0, len(perm), bs):
-                idx = perm[i : i + bs]
+            for idx in _length_buckets(lengths, bs, gen):
                 ids, mask, types = _batches(tokenizer, [texts[j] for j in idx])
                 loss = model(input_ids=ids, attention_mask=mask, token_type_ids=types, labels=y_all[idx]).loss
                 opt.zero_grad(set_to_none=True)
@@ -236,6 +241,16 @@ def _fit(
                 bar.update()
                 bar.set_postfix(loss=f"{loss.item():.3f}")
     model.eval()
+
+
+def _length_buckets(lengths: list[int], bs: int, gen: torch.Generator, pool: int = 16) -> list[list[int]]:
+    """Shuffled batches of similar length (sorted within pools of 16 batches): ~half the padding."""
+    perm = torch.randperm(len(lengths), generator=gen).tolist()
+    batches = []
+    for i in range(0, len(perm), bs * pool):
+        chunk = sorted(perm[i : i + bs * pool], key=lengths.__getitem__)
+        batches += [chunk[j : j + bs] for j in range(0, len(chunk), bs)]
+    return [batches[k] for k in torch.randperm(len(batches), generator=gen).tolist()]
 
 
 @torch.no_grad()

@@ -41,11 +41,15 @@ def get(name: str) -> ModelSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise UnknownModel(f"unknown model {name!r}; `zooserve models` lists the {len(_REGISTRY)} known ones") from None
+        raise UnknownModel(
+            f"unknown model {name!r}; `zooserve models` lists the {len(_REGISTRY)} known ones"
+        ) from None
 
 
 def list_models(task: str | None = None, tiny: bool | None = None) -> list[ModelSpec]:
-    return [s for s in _REGISTRY.values() if (task is None or s.task == task) and (tiny is None or s.tiny == tiny)]
+    return [
+        s for s in _REGISTRY.values() if (task is None or s.task == task) and (tiny is None or s.tiny == tiny)
+    ]
 
 
 def names(**filters: Any) -> list[str]:

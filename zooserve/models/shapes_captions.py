@@ -151,9 +151,9 @@ def bleu4(
 
 def train_demo(
     side: int = 256,
-    n_train: int = 4000,
+    n_train: int = 3000,
     n_heldout: int = 400,
-    epochs: int = 16,
+    epochs: int = 10,
     batch_size: int = 50,
     **_: Any,
 ) -> tuple[Any, dict[str, Any]]:
@@ -205,9 +205,10 @@ def train_demo(
 
 
 def caption_loss(
-    encoder: Any, decoder: Any, x: torch.Tensor, caps: torch.Tensor, pad: int, alpha_c: float = 1.0
+    encoder: Any, decoder: Any, x: torch.Tensor, caps: torch.Tensor, pad: int, alpha_c: float = 0.0
 ) -> torch.Tensor:
-    """Cross-entropy on the next word + the paper's doubly stochastic attention regulariser."""
+    """Cross-entropy on the next word (+ the paper's doubly stochastic attention term, off by default:
+    with ~10-word captions over 196 pixels it only pushes attention towards uniform)."""
     scores, alphas = decoder(encoder(x), caps)
     targets = caps[:, 1:]
     ce = F.cross_entropy(scores.reshape(-1, scores.shape[-1]), targets.reshape(-1), ignore_index=pad)

@@ -208,7 +208,9 @@ class EncodeInit(nn.Module):
         self.encoder, self.decoder = encoder, decoder
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        enc = self.encoder(images).flatten(1, 2)
+        enc = (
+            self.encoder(images).flatten(1, 2).contiguous()
+        )  # a strided view otherwise: compiled steps assume dense
         h, c = self.decoder.init_hidden_state(enc)
         return enc, self.decoder.attention.encoder_att(enc), h, c
 

@@ -48,7 +48,9 @@ def build_tiny(spec: ModelSpec) -> nn.Module:
     if arch == "tiny_resnext":
         return resnet.ResNet(resnet.Bottleneck, [1, 1, 1, 1], num_classes=n, groups=4, width_per_group=4)
     if arch == "tiny_densenet":
-        return densenet.DenseNet(growth_rate=8, block_config=(2, 2, 2, 2), num_init_features=16, num_classes=n)
+        return densenet.DenseNet(
+            growth_rate=8, block_config=(2, 2, 2, 2), num_init_features=16, num_classes=n
+        )
     if arch == "tiny_googlenet":
         return torchvision.models.GoogLeNet(num_classes=n, aux_logits=False, init_weights=False)
     raise KeyError(arch)
@@ -91,23 +93,35 @@ def load_classifier(spec: ModelSpec, weights: Path | None) -> tuple[nn.Module, s
     return model.eval(), status, facts
 
 
-def prepare_classifier(spec: ModelSpec, weights: Path | None = None, dense: bool = False, **_: Any) -> Prepared:
+def min_dense_side(dense: nn.Module, channels: int, native: int) -> int:
+    """Smallest input side whose score map is at least 2x2: torch.export specialises a size-1 map,
+    so the dense artifact's dynamic range starts here (the plain model covers the native size)."""
+    side = native
+    with torch.no_grad():
+        while dense(torch.zeros(1, channels, side, side)).shape[-1] < 2:
+            side += 8
+    return side
+
+
+def prepare_classifier(
+    spec: ModelSpec, weights: Path | None = None, dense: bool = False, **_: Any
+) -> Prepared:
+    """Targets: ``model`` (dynamic batch) and, with ``dense``, ``dense``: the FC-to-conv network with
+    dynamic batch, height and width, returning class score maps."""
     model, status, facts = load_classifier(spec, weights)
     assert spec.input is not None
-    side = spec.input.size
-    example = torch.randn(2, spec.input.channels, side, side)
+    side, ch = spec.input.size, spec.input.channels
+    targets = {
+        "model": ExportTarget(model, (torch.randn(2, ch, side, side),), ({0: ("batch", 1, MAX_BATCH)},))
+    }
     if dense:
         from zooserve.export.dense import to_fully_convolutional
 
-        module = to_fully_convolutional(model, spec.family).eval()
-        # dense evaluation feeds larger images: dynamic H and W above the native size
-        dyn = {0: ("batch", 1, MAX_BATCH), 2: ("height", side, 4 * side), 3: ("width", side, 4 * side)}
-        example = torch.randn(2, spec.input.channels, side + 32, side + 64)
-    else:
-        module, dyn = model, {0: ("batch", 1, MAX_BATCH)}
+        fcn = to_fully_convolutional(model, spec.family).eval()
+        lo = min_dense_side(fcn, ch, side)
+        dyn = {0: ("batch", 1, MAX_BATCH), 2: ("height", lo, 4 * side), 3: ("width", lo, 4 * side)}
+        targets["dense"] = ExportTarget(fcn, (torch.randn(2, ch, lo + 8, lo + 16),), (dyn,))
+        facts |= {"dense_min_side": lo, "dense_max_side": 4 * side}
     return Prepared(
-        targets={"model": ExportTarget(module, (example,), (dyn,))},
-        weights=status,
-        labels=labels_for(spec),
-        metadata={"dense": dense, **facts},
+        targets=targets, weights=status, labels=labels_for(spec), metadata={"dense": dense, **facts}
     )

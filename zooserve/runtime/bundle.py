@@ -33,8 +33,7 @@ class Bundle:
 
 def load_artifact(path: Path, fmt: str, device: torch.device) -> Callable[..., Any]:
     if fmt == "aoti":
-        # AOTInductor packages are compiled for the device they were built on
-        return torch._inductor.aoti_load_package(str(path))
+        return _contiguous_inputs(torch._inductor.aoti_load_package(str(path)))
     if fmt == "torchscript":
         return torch.jit.load(str(path), map_location=device).eval()
     if fmt == "tensorrt":
@@ -44,10 +43,25 @@ def load_artifact(path: Path, fmt: str, device: torch.device) -> Callable[..., A
     raise ValueError(f"unknown artifact format {fmt!r}")
 
 
-def load_bundle(root: Path, config: dict[str, Any] | None = None, device: str | torch.device | None = None) -> Bundle:
+def _contiguous_inputs(compiled: Callable[..., Any]) -> Callable[..., Any]:
+    """AOTInductor kernels assume the strides they were compiled with: a non-contiguous view gives
+    silently wrong numbers (seen with centre-crop views), so inputs are made contiguous (a no-op
+    for the contiguous batches the pipelines build)."""
+
+    def call(*inputs: torch.Tensor) -> Any:
+        return compiled(*(x.contiguous() for x in inputs))
+
+    return call
+
+
+def load_bundle(
+    root: Path, config: dict[str, Any] | None = None, device: str | torch.device | None = None
+) -> Bundle:
     meta = json.loads((root / META_FILE).read_text("utf-8"))
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    modules = {key: load_artifact(root / fname, meta["format"], dev) for key, fname in meta["artifacts"].items()}
+    modules = {
+        key: load_artifact(root / fname, meta["format"], dev) for key, fname in meta["artifacts"].items()
+    }
     return Bundle(root=root, meta=meta, config=dict(config or {}), modules=modules, device=dev)
 
 

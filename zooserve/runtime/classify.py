@@ -16,7 +16,13 @@ from zooserve.errors import ConfigError, ImageTooLarge, InvalidParameter
 from zooserve.export.dense import scores_from_map
 from zooserve.models.specs import EVALUATIONS, InputSpec
 from zooserve.runtime.bundle import Bundle
-from zooserve.runtime.images import DEFAULT_MAX_PIXELS, decode_image_bytes, image_bytes, normalize, resize_batch
+from zooserve.runtime.images import (
+    DEFAULT_MAX_PIXELS,
+    decode_image_bytes,
+    image_bytes,
+    normalize,
+    resize_batch,
+)
 from zooserve.runtime.pipeline import Pipeline, Request
 
 DEFAULT_BATCH_PIXELS = 400_000_000  # decoded pixels one batch may hold (~1.2 GB as uint8 RGB)
@@ -29,7 +35,9 @@ class Item:
 
 
 def request_topk(request: Request, default: int, limit: int) -> int:
-    raw = request.headers.get("x-topk") or (request.body.get("topk") if isinstance(request.body, dict) else None)
+    raw = request.headers.get("x-topk") or (
+        request.body.get("topk") if isinstance(request.body, dict) else None
+    )
     if raw is None:
         return default
     try:
@@ -46,7 +54,10 @@ def topk_predictions(probs: torch.Tensor, ks: list[int], labels: list[str]) -> l
     values, indices = probs.float().topk(max(ks), dim=1)
     vals, idxs = values.tolist(), indices.tolist()
     return [
-        [{"index": i, "label": labels[i], "probability": round(p, 6)} for i, p in zip(idxs[n][:k], vals[n][:k], strict=True)]
+        [
+            {"index": i, "label": labels[i], "probability": round(p, 6)}
+            for i, p in zip(idxs[n][:k], vals[n][:k], strict=True)
+        ]
         for n, k in enumerate(ks)
     ]
 
@@ -56,17 +67,18 @@ class ClassifyPipeline(Pipeline):
         self.bundle = bundle
         self.model_name = bundle.name
         self.model = bundle.modules["model"]
+        self.dense_model = bundle.modules.get("dense")
         self.spec = InputSpec.from_json(bundle.meta["input"])
         self.labels: list[str] = bundle.meta["labels"]
         self.topk = min(int(bundle.option("topk", 5)), len(self.labels))
         self.evaluation = bundle.option("evaluation", "center")
-        self.scales = [int(s) for s in bundle.option("scales", [self.spec.resize or self.spec.size])]
+        self.scales = [int(s) for s in bundle.option("scales", [])]
         self.flip = bool(bundle.option("flip", True))
         self.max_pixels = int(bundle.option("max_pixels", DEFAULT_MAX_PIXELS))
         self.batch_pixels = int(bundle.option("max_batch_pixels", DEFAULT_BATCH_PIXELS))
         if self.evaluation not in EVALUATIONS:
             raise ConfigError(f"evaluation must be one of {EVALUATIONS}, got {self.evaluation!r}")
-        if self.evaluation == "dense" and not bundle.meta["metadata"].get("dense"):
+        if self.evaluation == "dense" and (self.dense_model is None or not self.scales):
             raise ConfigError("evaluation 'dense' needs an archive built with --dense (the FC-to-conv model)")
 
     def decode(self, request: Request) -> Item:
@@ -86,7 +98,10 @@ class ClassifyPipeline(Pipeline):
             batch = torch.stack(crops, dim=1).flatten(0, 1)  # (N*10, C, S, S), image-major
             return [self._to_model(normalize(batch, self.spec))]
         # dense: each scale Q is the image resized to shorter side Q, centre square Q x Q
-        return [self._to_model(normalize(resize_batch(images, self.spec, crop=q, resize=q), self.spec)) for q in self.scales]
+        return [
+            self._to_model(normalize(resize_batch(images, self.spec, crop=q, resize=q), self.spec))
+            for q in self.scales
+        ]
 
     def _to_model(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(self.bundle.device, non_blocking=True)
@@ -102,15 +117,18 @@ class ClassifyPipeline(Pipeline):
         total = None
         for x in inputs:
             n = x.shape[0]
-            probs = self._probs(torch.cat([x, x.flip(3)]) if self.flip else x)
+            probs = self._probs(torch.cat([x, x.flip(3)]) if self.flip else x, self.dense_model)
             probs = probs.view(-1, n, probs.shape[-1]).mean(dim=0)
             total = probs if total is None else total + probs
         assert total is not None
         return total / len(inputs)
 
-    def _probs(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(scores_from_map(self.model(x)).float(), dim=1)
+    def _probs(self, x: torch.Tensor, model: Any = None) -> torch.Tensor:
+        return torch.softmax(scores_from_map((model or self.model)(x)).float(), dim=1)
 
     def postprocess(self, outputs: torch.Tensor, items: list[Item]) -> list[dict[str, Any]]:
         preds = topk_predictions(outputs.cpu(), [it.topk for it in items], self.labels)
-        return [{"model": self.model_name, "weights": self.bundle.meta["weights"], "predictions": p} for p in preds]
+        return [
+            {"model": self.model_name, "weights": self.bundle.meta["weights"], "predictions": p}
+            for p in preds
+        ]

@@ -117,7 +117,7 @@ def resize_batch(
 
 def normalize(batch: torch.Tensor, spec: InputSpec, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 (N, C, H, W) -> normalised float, in one pass over the batch."""
-    x = batch.to(dtype).div_(255.0)
+    x = batch.to(dtype, memory_format=torch.contiguous_format).div_(255.0)
     if spec.invert_light_background:
         # bright border means dark ink on light paper: invert those images to the training polarity
         border = torch.cat([x[:, :, 0], x[:, :, -1], x[:, :, :, 0], x[:, :, :, -1]], dim=2).mean(dim=(1, 2))

@@ -28,7 +28,9 @@ STAGE_SECONDS = Histogram(
     "zooserve_stage_seconds", "Time spent per handler stage for one batch", ["model", "stage"],
     buckets=SECONDS_BUCKETS,
 )  # fmt: skip
-BATCH_SIZE = Histogram("zooserve_batch_size", "Requests per batch formed by TorchServe", ["model"], buckets=BATCH_BUCKETS)
+BATCH_SIZE = Histogram(
+    "zooserve_batch_size", "Requests per batch formed by TorchServe", ["model"], buckets=BATCH_BUCKETS
+)
 REQUESTS = Counter("zooserve_requests", "Requests answered by the handler, by outcome", ["model", "outcome"])
 
 

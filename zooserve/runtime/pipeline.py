@@ -86,7 +86,9 @@ def run_batch(pipeline: Pipeline, requests: Sequence[Request]) -> list[Response]
             err = InferenceFailed(f"{type(e).__name__}: {e}")
             bodies = [err] * len(items)
         for pos, body in zip(positions, bodies, strict=True):
-            responses[pos] = Response(body.status, body.to_json()) if isinstance(body, ZooError) else Response(200, body)
+            responses[pos] = (
+                Response(body.status, body.to_json()) if isinstance(body, ZooError) else Response(200, body)
+            )
     metrics.observe_batch(model, len(requests), time.perf_counter() - t0, [r.status for r in responses if r])
     return [r for r in responses if r is not None]
 

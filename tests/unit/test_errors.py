@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from zooserve import errors
+
+
+def test_table_maps_every_request_error_to_4xx_and_a_grpc_code() -> None:
+    rows = {r.type: r for r in errors.error_table()}
+    for name in ("EmptyBody", "InvalidImage", "UnsupportedMediaType", "ImageTooLarge", "PayloadTooLarge",
+                 "InvalidText", "InvalidJSON", "InvalidParameter"):  # fmt: skip
+        assert 400 <= rows[name].status < 500, name
+        assert rows[name].grpc_code in ("INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"), name
+    assert rows["ImageTooLarge"].status == 413
+    assert rows["UnsupportedMediaType"].status == 415
+    assert rows["InferenceFailed"].status == 500  # a model bug is never reported as the client's fault
+
+
+def test_json_round_trip_keeps_the_type() -> None:
+    body = errors.InvalidImage("truncated").to_json()
+    assert body == {"code": 400, "type": "InvalidImage", "message": "truncated"}
+    again = errors.from_json(body)
+    assert isinstance(again, errors.InvalidImage) and str(again) == "truncated"
+
+
+def test_unknown_type_in_json_falls_back_to_base_with_status() -> None:
+    err = errors.from_json({"code": 404, "type": "ModelNotFoundException", "message": "nope"})
+    assert type(err) is errors.ZooError and err.status == 404
