@@ -14,7 +14,6 @@ import pytest
 from zooserve import server
 from zooserve.client import Client
 
-
 # name -> how to build it (build_cache arguments). lenet5 is the AOTInductor representative
 # (the default format); the tiny ones use TorchScript to keep compile time out of the suite.
 SERVED = {
@@ -66,6 +65,8 @@ def served(build_cache, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
     cfg = server.ServerConfig(model_store=root / "model_store", run_dir=root / "run", ports=ports)
     try:
         server.start(cfg, list(SERVED), timeout=240)
-        yield Served(cfg, Client(port=ports.inference, grpc_port=ports.grpc_inference, key_file=cfg.key_file), bundles)
+        yield Served(
+            cfg, Client(port=ports.inference, grpc_port=ports.grpc_inference, key_file=cfg.key_file), bundles
+        )
     finally:
         server.stop(cfg)

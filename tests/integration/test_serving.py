@@ -56,7 +56,10 @@ def test_lenet_accuracy_over_rest(served, digits) -> None:
 
 def _batch_histogram(served) -> dict[str, float]:
     text = requests.get(f"{served.cfg.url('exporter')}/metrics", timeout=10).text
-    return {m[0]: float(m[1]) for m in re.findall(r'zooserve_batch_size_(sum|count)\{model="lenet5"\} ([0-9.e+]+)', text)}
+    return {
+        m[0]: float(m[1])
+        for m in re.findall(r'zooserve_batch_size_(sum|count)\{model="lenet5"\} ([0-9.e+]+)', text)
+    }
 
 
 def test_concurrent_requests_are_batched_and_answered_in_order(served, digits) -> None:
@@ -73,7 +76,9 @@ def test_concurrent_requests_are_batched_and_answered_in_order(served, digits) -
     # each request got its own image's answer (compared with the in-process model per image)
     pipe = make_pipeline(load_bundle(served.bundles["lenet5"]))
     expected = run_batch(pipe, [Request(_png(images[i])) for i in pick])
-    assert [a["predictions"][0]["index"] for a in answers] == [e.body["predictions"][0]["index"] for e in expected]
+    assert [a["predictions"][0]["index"] for a in answers] == [
+        e.body["predictions"][0]["index"] for e in expected
+    ]
 
 
 def test_bad_request_in_a_concurrent_batch_leaves_the_others_intact(served, digits) -> None:
@@ -96,7 +101,9 @@ def test_bad_request_in_a_concurrent_batch_leaves_the_others_intact(served, digi
         _close(a, r)
 
 
-def _post(served, model: str, body: bytes, content_type: str = "application/octet-stream", token: str | None = "ok"):
+def _post(
+    served, model: str, body: bytes, content_type: str = "application/octet-stream", token: str | None = "ok"
+):
     headers = {"Content-Type": content_type}
     if token:
         headers["Authorization"] = f"Bearer {served.token() if token == 'ok' else token}"
