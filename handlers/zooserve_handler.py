@@ -32,12 +32,24 @@ def _initialize(context: Any) -> Any:
 def _request(data: dict[str, Any], context: Any, idx: int) -> Any:
     from zooserve.runtime.pipeline import Request
 
-    headers = {k.lower(): v for k, v in context.get_all_request_header(idx).items() if isinstance(v, str)}
     # REST body arrives as "body", a multipart field or gRPC input as its own name ("data")
     key = "data" if "data" in data else "body" if "body" in data else next(iter(data), None)
+    # other multipart fields / gRPC input entries are options, like headers (x-topk, content-type)
+    options = {
+        k.lower(): _text(v) for k, v in data.items() if k != key and isinstance(v, (bytes, bytearray, str))
+    }
+    headers = options | {
+        k.lower(): v for k, v in context.get_all_request_header(idx).items() if isinstance(v, str)
+    }
     meta = context.get_request_header(idx, key) if key else None
-    content_type = meta.get("content-type", "") if isinstance(meta, dict) else headers.get("content-type", "")
+    content_type = (meta.get("content-type") if isinstance(meta, dict) else None) or headers.get(
+        "content-type", ""
+    )
     return Request(body=data.get(key) if key else None, headers=headers, content_type=content_type.lower())
+
+
+def _text(value: bytes | bytearray | str) -> str:
+    return value if isinstance(value, str) else bytes(value).decode("utf-8", errors="replace")
 
 
 def handle(data: list[dict[str, Any]] | None, context: Any) -> list[bytes] | None:

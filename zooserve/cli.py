@@ -64,13 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--grpc-port", type=int, default=7070)
     pr.add_argument("--key-file", type=Path, default=DEFAULT_RUN_DIR / "key_file.json")
 
-    be = sub.add_parser("bench", help="benchmarks")
-    be.add_argument("what", choices=["model", "served", "all"])
-    be.add_argument("models", nargs="*", default=["resnet50"])
-    be.add_argument("--formats", default="eager,torchscript,aoti")
-    be.add_argument("--batches", default="1,8,16")
-    be.add_argument("--seconds", type=float, default=10.0)
-    be.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
+    # bench and tune own their flags (their modules keep heavy imports inside functions)
+    from zooserve import bench, tune
+
+    bench.add_arguments(sub.add_parser("bench", help="benchmarks: model-only, served, stock TorchServe"))
+    tune.add_arguments(sub.add_parser("tune", help="measure workers x threads x batch on the served path"))
     return p
 
 
@@ -190,8 +188,14 @@ def cmd_bench(args: argparse.Namespace) -> None:
     bench.main(args)
 
 
+def cmd_tune(args: argparse.Namespace) -> None:
+    from zooserve import tune
+
+    tune.main(args)
+
+
 COMMANDS = {"models": cmd_models, "build": cmd_build, "serve": cmd_serve, "stop": cmd_stop,
-            "predict": cmd_predict, "bench": cmd_bench}  # fmt: skip
+            "predict": cmd_predict, "bench": cmd_bench, "tune": cmd_tune}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -117,9 +117,14 @@ class Client:
         from zooserve import grpc_stubs
 
         pb2 = grpc_stubs.load("inference_pb2")
-        body, _ = payload(data)
-        # TorchServe passes each input map entry to the handler as a named field; options ride along
-        inputs = {"data": body, **{k.lower(): v.encode() for k, v in (headers or {}).items()}}
+        body, ctype = payload(data)
+        # TorchServe hands each input map entry to the handler as a named field: the content type
+        # and options (x-topk, x-attention) ride along as entries, as headers do over REST
+        inputs = {
+            "data": body,
+            "content-type": ctype.encode(),
+            **{k.lower(): v.encode() for k, v in (headers or {}).items()},
+        }
         request = pb2.PredictionsRequest(model_name=model, model_version=version or "", input=inputs)
         metadata = [(k.lower(), v) for k, v in self._auth().items()]
         for attempt in range(self.retries + 1):

@@ -13,10 +13,11 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import requests
@@ -283,6 +284,22 @@ def _group_alive(pgid: int) -> bool:
         if int(fields[2]) == pgid and fields[0] != "Z":
             return True
     return False
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free TCP ports on loopback (tests, benchmarks and tuning run side servers)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def on_free_ports(cfg: ServerConfig) -> ServerConfig:
+    return replace(cfg, ports=Ports(*free_ports(len(fields(Ports)))))
 
 
 def with_ports(cfg: ServerConfig, **ports: int) -> ServerConfig:

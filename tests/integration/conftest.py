@@ -4,7 +4,6 @@ stopped afterwards even when tests fail."""
 from __future__ import annotations
 
 import shutil
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,17 +20,9 @@ SERVED = {
     "tiny_resnet": {"format": "torchscript"},
     "tiny_vgg_dense": {"name": "tiny_vgg", "format": "aoti", "dense": True},
     "tiny_resnet_tencrop": {"name": "tiny_resnet", "format": "torchscript", "evaluation": "tencrop"},
+    "tiny_bert": {"format": "torchscript"},
+    "tiny_show_attend_tell": {"format": "torchscript"},
 }
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 @dataclass
@@ -60,9 +51,8 @@ def build_store(build_cache, store: Path, models: dict[str, dict]) -> dict[str, 
 def served(build_cache, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("torchserve")
     bundles = build_store(build_cache, root / "model_store", SERVED)
-    p = free_ports(6)
-    ports = server.Ports(*p)
-    cfg = server.ServerConfig(model_store=root / "model_store", run_dir=root / "run", ports=ports)
+    cfg = server.on_free_ports(server.ServerConfig(model_store=root / "model_store", run_dir=root / "run"))
+    ports = cfg.ports
     try:
         server.start(cfg, list(SERVED), timeout=240)
         yield Served(

@@ -138,6 +138,10 @@ def build(
         spec, weights=opts.weights, dense=opts.dense, word_map=opts.word_map,
         trust_pickle=opts.trust_pickle, precision=opts.precision,
     )  # fmt: skip
+    if opts.precision != "fp32":
+        from zooserve.export.precision import apply_precision
+
+        prepared = apply_precision(spec, prepared, opts)  # raises if the accuracy gate fails
     served = opts.archive_name or name
     bundle_dir = work / served
     meta = write_bundle(spec, prepared, opts, bundle_dir)

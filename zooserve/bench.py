@@ -1,0 +1,62 @@
+"""``zooserve bench``: model-only limit, served REST/gRPC, stock TorchServe handler, batch sweep.
+
+Imports stay light here (argparse/pathlib): cli.py builds this parser on every command.
+The work lives in ``zooserve.benchmarks``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _points(text: str) -> list[tuple[int, int]]:
+    """``"1:5,8:20"`` -> [(batchSize, maxBatchDelay ms), ...]"""
+    return [(int(b), int(d)) for b, d in (p.split(":") for p in text.split(",") if p.strip())]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("what", choices=["model", "served", "stock", "sweep", "all"])
+    p.add_argument("models", nargs="*", metavar="MODEL", help="default: resnet50")
+    p.add_argument("--formats", default="eager,torchscript,aoti", help="model-only formats")
+    p.add_argument("--batches", default="1,8,16,32", help="model-only batch sizes")
+    p.add_argument("--concurrency", default="1,4,16", help="served concurrencies")
+    p.add_argument("--seconds", type=float, default=15.0, help="seconds per served load point")
+    p.add_argument("--model-seconds", type=float, help="seconds per model-only cell (default seconds/4)")
+    p.add_argument("--sweep", default="1:5,4:5,16:5,8:1,8:20,8:50", help="batchSize:maxBatchDelay points")
+    p.add_argument("--out", type=Path, default=Path("docs/benchmarks"), help="tables, plots, results.json")
+    p.add_argument("--summary", type=Path, default=Path("docs/benchmarks.md"))
+    p.add_argument("--work", type=Path, default=Path(".zooserve/bench"), help="builds and run dirs (reused)")
+    p.add_argument("--quick", action="store_true", help="short smoke run (3 s points, fewer cells)")
+
+
+def main(args: argparse.Namespace) -> None:
+    from zooserve.errors import UserError
+
+    a = args
+    try:
+        a.formats = [f for f in a.formats.split(",") if f]
+        a.batches, a.concurrency, a.sweep = _ints(a.batches), _ints(a.concurrency), _points(a.sweep)
+    except ValueError:
+        raise UserError("--batches/--concurrency take integers like 1,8,16; --sweep takes 8:5,16:5") from None
+    if a.quick:
+        a.seconds = min(a.seconds, 3.0)
+        a.batches, a.concurrency, a.sweep = a.batches[:2], a.concurrency[:2], a.sweep[:2]
+    unknown = [f for f in a.formats if f not in ("eager", "torchscript", "aoti", "tensorrt")]
+    if unknown or not (a.batches and a.concurrency) or a.seconds <= 0:
+        raise UserError(f"bad bench options: formats {unknown or a.formats}, seconds {a.seconds}")
+    a.models = a.models or ["resnet50"]
+    from zooserve.models import registry
+
+    for name in a.models:
+        registry.get(name)  # unknown names: a clear UserError
+    a.model_seconds = a.model_seconds or max(0.5, a.seconds / 4)
+    a.sweep_seconds = a.seconds * 2 / 3
+    a.command_line = "zooserve bench " + a.what + " " + " ".join(a.models)
+    from zooserve.benchmarks import run
+
+    run.write(run.run(a), a)
