@@ -58,11 +58,16 @@ def handle(data: list[dict[str, Any]] | None, context: Any) -> list[bytes] | Non
         _pipeline = _initialize(context)
     if data is None:
         return None
+    from zooserve.runtime import oip
     from zooserve.runtime.pipeline import run_batch
 
-    responses = run_batch(_pipeline, [_request(d, context, i) for i, d in enumerate(data)])
+    requests = [_request(d, context, i) for i, d in enumerate(data)]
+    v2 = {i: r.body for i, r in enumerate(requests) if oip.is_oip(r.body)}  # KServe v2 gRPC
+    requests = [oip.to_request(v2[i], r.headers) if i in v2 else r for i, r in enumerate(requests)]
+    responses = run_batch(_pipeline, requests)
     for idx, resp in enumerate(responses):
         context.set_response_content_type(idx, "application/json")
         if resp.status != 200:
             context.set_response_status(resp.status, str(resp.body.get("type", "")), idx)
-    return [json.dumps(r.body, separators=(",", ":")).encode() for r in responses]
+    bodies = [oip.to_response(v2[i], r) if i in v2 else r.body for i, r in enumerate(responses)]
+    return [json.dumps(b, separators=(",", ":")).encode() for b in bodies]

@@ -101,14 +101,17 @@ class Client:
         raise AssertionError("unreachable")
 
     # ---- gRPC ----------------------------------------------------------------------------------
-    def _stub(self) -> Any:
+    def _grpc_channel(self) -> Any:
         import grpc
-
-        from zooserve import grpc_stubs
 
         if self._channel is None:
             self._channel = grpc.insecure_channel(f"{self.host}:{self.grpc_port}")
-        return grpc_stubs.load("inference_pb2_grpc").InferenceAPIsServiceStub(self._channel)
+        return self._channel
+
+    def _stub(self) -> Any:
+        from zooserve import grpc_stubs
+
+        return grpc_stubs.load("inference_pb2_grpc").InferenceAPIsServiceStub(self._grpc_channel())
 
     def predict_grpc(self, model: str, data: bytes | str | dict[str, Any], headers: dict[str, str] | None = None,
                      version: str | None = None) -> dict[str, Any]:  # fmt: skip
@@ -137,6 +140,24 @@ class Client:
                     continue
                 raise grpc_error(e) from None
         raise AssertionError("unreachable")
+
+    def predict_v2(self, model: str, data: bytes | str, version: str = "") -> dict[str, Any]:
+        """The same prediction through KServe's Open Inference Protocol (v2) gRPC service."""
+        import grpc
+
+        from zooserve import grpc_stubs
+
+        pb2 = grpc_stubs.load("open_inference_grpc_pb2")
+        stub = grpc_stubs.load("open_inference_grpc_pb2_grpc").GRPCInferenceServiceStub(self._grpc_channel())
+        request = pb2.ModelInferRequest(model_name=model, model_version=version, id="zooserve")
+        tensor = request.inputs.add(name="data", datatype="BYTES", shape=[1])
+        tensor.contents.bytes_contents.append(payload(data)[0])
+        metadata = [(k.lower(), v) for k, v in self._auth().items()]
+        try:
+            reply = stub.ModelInfer(request, metadata=metadata, timeout=self.timeout)
+        except grpc.RpcError as e:
+            raise grpc_error(e) from None
+        return _checked(json.loads(reply.outputs[0].contents.bytes_contents[0]))
 
     def close(self) -> None:
         self._session.close()

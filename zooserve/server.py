@@ -85,6 +85,9 @@ def render_properties(cfg: ServerConfig) -> dict[str, str]:
         "grpc_management_port": str(p.grpc_management),
         "model_store": str(cfg.model_store.resolve()),
         "disable_token_authorization": str(not cfg.token_auth).lower(),
+        # workers talk to the frontend over /tmp/.ts.sock.<port>: a base per server keeps two
+        # servers on one machine (demo + tests + benchmarks) from taking each other's sockets
+        "initial_worker_port": str(9000 if p.inference == 8080 else 10000 + (p.inference % 5000) * 10),
     }
     return props | dict(cfg.extra_properties)
 
@@ -203,7 +206,10 @@ def read_keys(cfg: ServerConfig) -> dict[str, str]:
     """TorchServe's tokens: {"inference": ..., "management": ...} (empty when auth is off)."""
     if not cfg.token_auth or not cfg.key_file.exists():
         return {}
-    data = json.loads(cfg.key_file.read_text("utf-8"))
+    try:
+        data = json.loads(cfg.key_file.read_text("utf-8"))
+    except ValueError:  # TorchServe is still writing it
+        return {}
     return {k: v["key"] for k, v in data.items() if isinstance(v, dict) and "key" in v}
 
 

@@ -193,3 +193,13 @@ def test_grayscale_and_rgba_inputs_work(served) -> None:
         buf = io.BytesIO()
         Image.new(mode, (90, 70)).save(buf, "PNG" if mode != "CMYK" else "JPEG")
         assert served.client.predict("tiny_resnet", buf.getvalue())["predictions"]
+
+
+def test_open_inference_protocol_grpc(served, digits) -> None:
+    """KServe v2 ModelInfer on the gRPC port gives the same answer as REST; errors keep their type."""
+    data = _png(digits[0][5])
+    assert served.client.predict_v2("lenet5", data) == served.client.predict("lenet5", data)
+    assert served.client.predict_v2("tiny_bert", "a short text")["predictions"]
+    with pytest.raises(errors.InvalidImage):
+        served.client.predict_v2("lenet5", b"junk")
+    assert served.client.predict("lenet5", data)["predictions"]  # the worker survived

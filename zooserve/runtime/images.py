@@ -52,6 +52,8 @@ def decode_image_bytes(data: bytes, channels: int = 3, max_pixels: int = DEFAULT
             raise InvalidImage(f"cannot decode {fmt} image: {_first_line(e)}") from None
         if img.ndim == 4:  # animated GIF: first frame
             img = img[0]
+        if img.shape[0] != channels:  # decode_gif/decode_webp ignore GRAY mode (return RGB)
+            img = F.rgb_to_grayscale(img[:3])
     else:
         img = _decode_with_pil(data, channels)
     if img.dtype != torch.uint8:  # 16-bit PNG
@@ -68,7 +70,9 @@ def _probe(data: bytes) -> tuple[str, tuple[int, int]]:
                 fmt, size = (im.format or "").upper(), im.size
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageTooLarge(f"image declares too many pixels: {_first_line(e)}") from None
-    except Exception as e:  # noqa: BLE001 - PIL raises many types for non-images
+    except Image.UnidentifiedImageError:
+        raise InvalidImage(f"not a decodable image ({len(data)} bytes): unrecognised format") from None
+    except Exception as e:  # noqa: BLE001 - PIL raises many types for truncated headers
         raise InvalidImage(f"not a decodable image ({len(data)} bytes): {_first_line(e)}") from None
     if fmt not in TORCHVISION_FORMATS | PIL_FORMATS:
         raise UnsupportedMediaType(f"image format {fmt or 'unknown'} is not supported")
