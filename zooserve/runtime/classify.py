@@ -18,7 +18,9 @@ from zooserve.models.specs import EVALUATIONS, InputSpec
 from zooserve.runtime.bundle import Bundle
 from zooserve.runtime.images import (
     DEFAULT_MAX_PIXELS,
+    check_header,
     decode_image_bytes,
+    decode_jpegs_on_gpu,
     image_bytes,
     normalize,
     resize_batch,
@@ -30,8 +32,9 @@ DEFAULT_BATCH_PIXELS = 400_000_000  # decoded pixels one batch may hold (~1.2 GB
 
 @dataclass
 class Item:
-    image: torch.Tensor  # uint8 (C, H, W)
+    image: torch.Tensor | None  # uint8 (C, H, W); None while a JPEG waits for the GPU batch decode
     topk: int
+    jpeg: bytes = b""
 
 
 def request_topk(request: Request, default: int, limit: int) -> int:
@@ -76,6 +79,7 @@ class ClassifyPipeline(Pipeline):
         self.flip = bool(bundle.option("flip", True))
         self.max_pixels = int(bundle.option("max_pixels", DEFAULT_MAX_PIXELS))
         self.batch_pixels = int(bundle.option("max_batch_pixels", DEFAULT_BATCH_PIXELS))
+        self.gpu_decode = bundle.device.type == "cuda" and self.spec.channels == 3
         if self.evaluation not in EVALUATIONS:
             raise ConfigError(f"evaluation must be one of {EVALUATIONS}, got {self.evaluation!r}")
         if self.evaluation == "dense" and (self.dense_model is None or not self.scales):
@@ -83,13 +87,34 @@ class ClassifyPipeline(Pipeline):
 
     def decode(self, request: Request) -> Item:
         topk = request_topk(request, self.topk, len(self.labels))
-        return Item(decode_image_bytes(image_bytes(request), self.spec.channels, self.max_pixels), topk)
+        data = image_bytes(request)
+        if self.gpu_decode and check_header(data, self.max_pixels) == "JPEG":
+            return Item(None, topk, jpeg=data)  # decoded with its batch-mates on the GPU
+        return Item(decode_image_bytes(data, self.spec.channels, self.max_pixels), topk)
+
+    def _images(self, items: list[Item]) -> list[torch.Tensor]:
+        """Every item's image on the model's device: pending JPEGs in one GPU decode, the rest
+        copied from pinned memory without blocking."""
+        if not self.gpu_decode:
+            return [it.image for it in items if it.image is not None]
+        device = self.bundle.device
+        images: list[Any] = [
+            None if it.image is None else it.image.pin_memory().to(device, non_blocking=True) for it in items
+        ]
+        pending = [i for i, it in enumerate(items) if it.image is None]
+        if pending:
+            for i, img in zip(
+                pending, decode_jpegs_on_gpu([items[i].jpeg for i in pending], device), strict=True
+            ):
+                images[i] = img
+        return images
 
     def preprocess(self, items: list[Item]) -> list[torch.Tensor]:
         """One float batch per forward: [centre] or [ten crops] or [one per dense scale]."""
-        if len(items) > 1 and sum(it.image[0].numel() for it in items) > self.batch_pixels:
+        pixels = sum(it.image[0].numel() if it.image is not None else 0 for it in items)
+        if len(items) > 1 and pixels > self.batch_pixels:
             raise ImageTooLarge("batch exceeds the pixel budget")  # run_batch retries one by one
-        images = [it.image for it in items]
+        images = self._images(items)
         if self.evaluation == "center":
             return [self._to_model(normalize(resize_batch(images, self.spec), self.spec))]
         if self.evaluation == "tencrop":

@@ -39,11 +39,29 @@ def image_bytes(request: Request) -> bytes:
     return bytes(body)
 
 
-def decode_image_bytes(data: bytes, channels: int = 3, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
-    """uint8 tensor (channels, H, W). Bad bytes raise InvalidImage/UnsupportedMediaType/ImageTooLarge."""
+def check_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
+    """The image format, after checking the declared size against the pixel budget."""
     fmt, (width, height) = _probe(data)
     if width * height > max_pixels:
         raise ImageTooLarge(f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
+    return fmt
+
+
+def decode_jpegs_on_gpu(datas: Sequence[bytes], device: torch.device) -> list[torch.Tensor]:
+    """nvJPEG: the whole batch's JPEGs in one ``decode_jpeg`` call, straight into GPU memory.
+    A corrupt file fails the call; run_batch then retries one by one, which names the culprit."""
+    from torchvision.io import decode_jpeg
+
+    buffers = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
+    try:
+        return list(decode_jpeg(buffers, mode=ImageReadMode.RGB, device=device))
+    except RuntimeError as e:
+        raise InvalidImage(f"cannot decode JPEG image: {_first_line(e)}") from None
+
+
+def decode_image_bytes(data: bytes, channels: int = 3, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+    """uint8 tensor (channels, H, W). Bad bytes raise InvalidImage/UnsupportedMediaType/ImageTooLarge."""
+    fmt = check_header(data, max_pixels)
     mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
     if fmt in TORCHVISION_FORMATS:
         try:
