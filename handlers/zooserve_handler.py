@@ -7,6 +7,7 @@ request never fails its batch-mates.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,12 @@ def _request(data: dict[str, Any], context: Any, idx: int) -> Any:
     content_type = (meta.get("content-type") if isinstance(meta, dict) else None) or headers.get(
         "content-type", ""
     )
-    return Request(body=data.get(key) if key else None, headers=headers, content_type=content_type.lower())
+    body = data.get(key) if key else None
+    if content_type.lower().startswith("application/json") and isinstance(body, (bytes, bytearray)):
+        # REST JSON arrives parsed; gRPC JSON arrives as bytes (malformed JSON stays bytes)
+        with contextlib.suppress(ValueError):
+            body = json.loads(body)
+    return Request(body=body, headers=headers, content_type=content_type.lower())
 
 
 def _text(value: bytes | bytearray | str) -> str:

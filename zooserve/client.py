@@ -187,6 +187,8 @@ def grpc_error(e: Any) -> errors.ZooError:
     """A gRPC failure as the same typed error REST would raise (TorchServe puts the body in details)."""
     code = e.code().name
     details = e.details() or ""
+    if "ModelNotFoundException" in details or "ModelVersionNotFoundException" in details:
+        return errors.UnknownModel(details.splitlines()[0])
     err = _error_from(GRPC_TO_HTTP.get(code, 500), details) if details.lstrip().startswith("{") else None
     if err is None:
         err = (

@@ -119,10 +119,9 @@ def test_good_requests_batched_with_bad_ones_get_their_solo_answers(zoo: Zoo, vi
         jobs.insert(k * (step + 1), g)
     with ThreadPoolExecutor(16) as pool:
         results = list(pool.map(lambda j: send(*j), jobs))
-    answers = dict(zip(range(len(jobs)), results, strict=True))
     good_idx = [jobs.index(g) for g in goods]
     for g_i, alone in zip(good_idx, solo, strict=True):
-        assert answers[g_i].ok and _same(answers[g_i].body, alone.body), (jobs[g_i][0], answers[g_i])
+        assert results[g_i].ok and _same(results[g_i].body, alone.body), (jobs[g_i][0], results[g_i])
     wrong = []
     for i, (model, case) in zip([i for i in range(len(jobs)) if i not in good_idx], bad, strict=True):
         status, kind = expected(case, TASKS[model][0])
@@ -148,25 +147,12 @@ def test_client_raises_the_typed_error_for_text_inputs(zoo: Zoo) -> None:
     assert c.predict("tiny_bert", {"text": "fine"})["predictions"]
 
 
-# ---- known gaps (strict xfail: they turn into failures once fixed, then drop the mark) -----------
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: JSON options (topk, beam_size, attention) are read from a pre-decoded dict; over gRPC "
-    "the JSON body arrives as bytes, so they are ignored. Fix: handlers/zooserve_handler.py _request: "
-    "when content_type starts with application/json and the body is bytes, json.loads it (keep the "
-    "bytes when that fails, so the pipelines still answer InvalidJSON)",
-)
+# ---- once-known gaps, fixed: JSON options over gRPC, unknown model over gRPC ------------------------
 def test_json_options_over_grpc_are_honoured(zoo: Zoo) -> None:
     body = {"text": "hello there", "topk": 2}
     assert len(zoo.client.predict("tiny_bert", body, grpc=True)["predictions"]) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: TorchServe 0.12 gRPC answers an unknown model with INTERNAL and the client raises a "
-    "500 ZooError; fix: zooserve/client.py grpc_error maps details naming ModelNotFoundException / "
-    "ModelVersionNotFoundException to errors.UnknownModel (404, NOT_FOUND)",
-)
 def test_grpc_unknown_model_raises_unknown_model(zoo: Zoo) -> None:
     with pytest.raises(errors.UnknownModel):
         zoo.client.predict("no_such_model", b"\x89PNG", grpc=True)

@@ -23,8 +23,10 @@ from zooserve.models.specs import InputSpec
 from zooserve.runtime.pipeline import Request
 
 DEFAULT_MAX_PIXELS = 40_000_000  # 8K photos pass; a 30000x30000 "bomb" does not
-TORCHVISION_FORMATS = {"JPEG", "PNG", "GIF", "WEBP"}
-PIL_FORMATS = {"BMP", "TIFF", "PPM", "ICO", "TGA"}
+# PNG goes through Pillow: torchvision 0.29's decode_png crashes the process (SIGSEGV) on some
+# corrupt IDAT streams, which would take down every request of the worker's batch.
+TORCHVISION_FORMATS = {"JPEG", "GIF", "WEBP"}
+PIL_FORMATS = {"PNG", "BMP", "TIFF", "PPM", "ICO", "TGA"}
 _TEXT_TYPES = ("text/", "application/json", "application/xml", "application/x-www-form-urlencoded")
 
 
@@ -72,11 +74,8 @@ def decode_image_bytes(data: bytes, channels: int = 3, max_pixels: int = DEFAULT
             img = img[0]
         if img.shape[0] != channels:  # decode_gif/decode_webp ignore GRAY mode (return RGB)
             img = F.rgb_to_grayscale(img[:3])
-    else:
-        img = _decode_with_pil(data, channels)
-    if img.dtype != torch.uint8:  # 16-bit PNG
-        img = F.to_dtype(img, torch.uint8, scale=True)
-    return img
+        return img
+    return _decode_with_pil(data, channels)
 
 
 def _probe(data: bytes) -> tuple[str, tuple[int, int]]:
@@ -100,6 +99,8 @@ def _probe(data: bytes) -> tuple[str, tuple[int, int]]:
 def _decode_with_pil(data: bytes, channels: int) -> torch.Tensor:
     try:
         with Image.open(io.BytesIO(data)) as im:
+            if im.mode.startswith("I"):  # 16/32-bit grey: Pillow clips on convert, so scale first
+                im = im.point(lambda v: v / 256)
             im = im.convert("RGB" if channels == 3 else "L")
             arr = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
             return arr.view(im.height, im.width, channels).permute(2, 0, 1)
