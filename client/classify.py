@@ -1,6 +1,6 @@
 """Smallest useful application: classify image files with the Python client.
 
-    python client/classify.py resnet18 photo1.jpg photo2.png [--grpc]
+python client/classify.py resnet18 photo1.jpg photo2.png [--grpc]
 """
 
 from __future__ import annotations

@@ -35,7 +35,10 @@ def test_tensorrt_parity_with_eager(tmp_path, images, precision: str, tol: float
     ref_pipe = make_pipeline(load_bundle(ts.bundle_dir, device="cpu"))
     got = run_batch(trt_pipe, [Request(d) for d in images])
     ref = run_batch(ref_pipe, [Request(d) for d in images])
-    agree = sum(g.body["predictions"][0]["index"] == r.body["predictions"][0]["index"] for g, r in zip(got, ref, strict=True))
+    agree = sum(
+        g.body["predictions"][0]["index"] == r.body["predictions"][0]["index"]
+        for g, r in zip(got, ref, strict=True)
+    )
     assert agree / len(images) >= 0.99
     for g, r in zip(got, ref, strict=True):
         for pg, pr in zip(g.body["predictions"], r.body["predictions"], strict=True):

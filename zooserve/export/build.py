@@ -64,7 +64,7 @@ def export_target(target: ExportTarget, fmt: str, path: Path, precision: str = "
     if fmt == "aoti":
         from zooserve.export.aoti import compile_aoti
 
-        return compile_aoti(target, path)
+        return compile_aoti(target, path, grad_off=precision == "fp32")
     if fmt == "torchscript":
         from zooserve.export.torchscript import compile_torchscript
 

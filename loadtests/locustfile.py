@@ -1,0 +1,167 @@
+"""Locust load test for a zooserve TorchServe: REST and gRPC users, weighted model mix.
+
+Environment: ZOOSERVE_URL (http://127.0.0.1:8080), ZOOSERVE_GRPC_TARGET (127.0.0.1:7070),
+ZOOSERVE_KEY_FILE (.zooserve/key_file.json), ZOOSERVE_MODELS (comma/space list, default lenet5),
+ZOOSERVE_ALLOW_REMOTE=1 to target a non-loopback host (containers), ZOOSERVE_MAX_RUN_TIME (s, 600):
+a hard stop even without --run-time. See loadtests/README.md.
+"""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+import json
+import os
+import random
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import gevent
+from locust import FastHttpUser, events, task
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parent / "client")]
+from grpc_user import GrpcUser  # noqa: E402
+
+URL = os.environ.get("ZOOSERVE_URL", "http://127.0.0.1:8080").rstrip("/")
+GRPC_TARGET = os.environ.get("ZOOSERVE_GRPC_TARGET", "127.0.0.1:7070")
+KEY_FILE = Path(os.environ.get("ZOOSERVE_KEY_FILE", ".zooserve/key_file.json"))
+MODELS = os.environ.get("ZOOSERVE_MODELS", "lenet5").replace(",", " ").split()
+MAX_RUN_TIME = float(os.environ.get("ZOOSERVE_MAX_RUN_TIME", "600"))
+# relative weight of each task kind in the mix (heavier models get fewer requests)
+WEIGHTS = {"image": 3, "digits": 3, "text": 2, "caption": 1}
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return all(ipaddress.ip_address(a[4][0]).is_loopback for a in socket.getaddrinfo(host, None))
+    except (OSError, ValueError):
+        return False
+
+
+def check_targets(*hosts: str) -> None:
+    """Refuse to load anything but this machine unless explicitly allowed."""
+    if os.environ.get("ZOOSERVE_ALLOW_REMOTE") == "1":
+        return
+    for host in (*hosts, urlparse(URL).hostname or "", GRPC_TARGET.rsplit(":", 1)[0].strip("[]")):
+        if not _loopback(host):
+            raise SystemExit(f"refusing non-loopback target {host!r}; set ZOOSERVE_ALLOW_REMOTE=1 to load it")
+
+
+check_targets()
+
+
+def token() -> str | None:
+    try:
+        return json.loads(KEY_FILE.read_text("utf-8"))["inference"]["key"]
+    except (OSError, ValueError, KeyError):
+        return None  # token auth off, or no key file: requests will say 401
+
+
+def kind(model: str) -> str:
+    """Payload kind from the served name (served variants keep their family's name)."""
+    if "bert" in model:
+        return "text"
+    if "show_attend_tell" in model:
+        return "caption"
+    return "digits" if "lenet" in model else "image"
+
+
+def digit_pngs(n: int = 20) -> list[bytes]:
+    """scikit-learn's 8x8 digits as 32x32 white-on-black PNGs (as LeNet-5 was trained)."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    out = []
+    for img in load_digits().images[-n:]:
+        buf = io.BytesIO()
+        Image.fromarray((img * 255 / 16).astype("uint8")).resize((32, 32)).save(buf, "PNG")
+        out.append(buf.getvalue())
+    return out
+
+
+TEXTS = [
+    "great match",
+    "the central bank kept interest rates unchanged on thursday",
+    "scientists reported a new method to grow crystals at room temperature, which could cut the cost "
+    "of solar panels and batteries in the coming decade according to the paper",
+    " ".join(["the team won again after a long season of injuries and close defeats"] * 12),
+]
+
+
+def payloads() -> dict[str, list[bytes]]:
+    from samples import photo_jpegs
+
+    kinds = {kind(m) for m in MODELS}
+    out: dict[str, list[bytes]] = {}
+    if kinds & {"image", "caption"}:
+        out["image"] = out["caption"] = list(photo_jpegs().values())
+    if "digits" in kinds:
+        out["digits"] = digit_pngs()
+    if "text" in kinds:
+        out["text"] = [t.encode() for t in TEXTS]
+    return out
+
+
+PAYLOADS = payloads()
+MIX = [(m, kind(m)) for m in MODELS]
+MIX_WEIGHTS = [WEIGHTS[k] for _, k in MIX]
+
+
+def pick() -> tuple[str, str, bytes]:
+    model, k = random.choices(MIX, MIX_WEIGHTS)[0]
+    return model, k, random.choice(PAYLOADS[k])
+
+
+def valid(k: str, body: Any) -> bool:
+    return isinstance(body, dict) and ("caption" in body if k == "caption" else "predictions" in body)
+
+
+class RestUser(FastHttpUser):
+    """POST /predictions/{model} with raw bytes; the answer must be a 200 with a prediction."""
+
+    host = URL
+    weight = 3
+
+    def on_start(self) -> None:
+        tok = token()
+        self.auth = {"Authorization": f"Bearer {tok}"} if tok else {}
+
+    @task
+    def predict(self) -> None:
+        model, k, data = pick()
+        ctype = "text/plain; charset=utf-8" if k == "text" else "application/octet-stream"
+        with self.client.post(f"/predictions/{model}", data=data, headers={**self.auth, "Content-Type": ctype},
+                              name=f"/predictions/{model}", catch_response=True) as r:  # fmt: skip
+            if r.status_code != 200:
+                r.failure(f"HTTP {r.status_code}: {r.text[:200]}")
+            elif not valid(k, r.json()):
+                r.failure(f"unexpected body: {r.text[:200]}")
+
+
+class GrpcPredictUser(GrpcUser):
+    """TorchServe's gRPC Predictions with the same payloads."""
+
+    grpc_target = GRPC_TARGET
+    weight = 1
+
+    def __init__(self, environment: Any) -> None:
+        self.token = token()
+        super().__init__(environment)
+
+    @task
+    def predict(self) -> None:
+        model, k, data = pick()
+        self.client.predict(model, data, name=f"grpc {model}")
+
+
+@events.init.add_listener
+def _bounded(environment: Any, **_: Any) -> None:
+    """Always stop by itself: quit after ZOOSERVE_MAX_RUN_TIME even when no --run-time is given."""
+    if environment.host:  # --host on the command line overrides ZOOSERVE_URL: check it too
+        check_targets(urlparse(environment.host).hostname or "")
+    if environment.runner is not None:
+        gevent.spawn_later(MAX_RUN_TIME, environment.runner.quit)
