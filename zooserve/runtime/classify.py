@@ -96,7 +96,7 @@ class ClassifyPipeline(Pipeline):
         """Every item's image on the model's device: pending JPEGs in one GPU decode, the rest
         copied from pinned memory without blocking."""
         if not self.gpu_decode:
-            return [it.image for it in items if it.image is not None]
+            return [it.image for it in items]  # type: ignore[misc]  # all decoded on the CPU
         device = self.bundle.device
         images: list[Any] = [
             None if it.image is None else it.image.pin_memory().to(device, non_blocking=True) for it in items
@@ -110,26 +110,21 @@ class ClassifyPipeline(Pipeline):
         return images
 
     def preprocess(self, items: list[Item]) -> list[torch.Tensor]:
-        """One float batch per forward: [centre] or [ten crops] or [one per dense scale]."""
+        """One float batch per forward: [centre] or [ten crops] or [one per dense scale], built on
+        the model's device (``_images`` put the images there)."""
         pixels = sum(it.image[0].numel() if it.image is not None else 0 for it in items)
         if len(items) > 1 and pixels > self.batch_pixels:
             raise ImageTooLarge("batch exceeds the pixel budget")  # run_batch retries one by one
         images = self._images(items)
         if self.evaluation == "center":
-            return [self._to_model(normalize(resize_batch(images, self.spec), self.spec))]
+            return [normalize(resize_batch(images, self.spec), self.spec)]
         if self.evaluation == "tencrop":
             side = self.spec.resize or self.spec.size
             crops = F.ten_crop(resize_batch(images, self.spec, crop=side), [self.spec.size, self.spec.size])
             batch = torch.stack(crops, dim=1).flatten(0, 1)  # (N*10, C, S, S), image-major
-            return [self._to_model(normalize(batch, self.spec))]
+            return [normalize(batch, self.spec)]
         # dense: each scale Q is the image resized to shorter side Q, centre square Q x Q
-        return [
-            self._to_model(normalize(resize_batch(images, self.spec, crop=q, resize=q), self.spec))
-            for q in self.scales
-        ]
-
-    def _to_model(self, x: torch.Tensor) -> torch.Tensor:
-        return x.to(self.bundle.device, non_blocking=True)
+        return [normalize(resize_batch(images, self.spec, crop=q, resize=q), self.spec) for q in self.scales]
 
     @torch.inference_mode()
     def forward(self, inputs: list[torch.Tensor]) -> torch.Tensor:
