@@ -196,7 +196,16 @@ def test_unregister_and_register_under_load(faulty: Faulty) -> None:
     load = Load(send, threads=6)
     with load:
         time.sleep(1.0)
-        assert faulty.mgmt("DELETE", f"/models/{spare}").status_code == 200
+        # TorchServe 0.12 sometimes answers 500 to an unregister that races a busy worker (seen in a
+        # clean-clone CI run); the model stays registered then, so a retry must succeed
+        deadline, refusals = time.monotonic() + 20, []
+        while (
+            r := faulty.mgmt("DELETE", f"/models/{spare}")
+        ).status_code != 200 and time.monotonic() < deadline:
+            refusals.append(f"{r.status_code} {r.text[:120]}")
+            time.sleep(0.5)
+        assert r.status_code == 200, (r.text, refusals)
+        print(f"\nunregister attempts refused before success: {refusals}")
         gone = faulty.predict(spare, img, timeout=timeout)
         time.sleep(1.0)
         r = faulty.mgmt("POST", "/models", params=register)
