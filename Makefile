@@ -17,7 +17,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps -e .
-	$(PY) -m zooserve.grpc_stubs
+	$(PY) -m zooserve.serving.grpc_stubs
 	touch $@
 
 demo: install  ## build $(MODELS), start TorchServe, make real predictions
@@ -39,8 +39,10 @@ test: install  ## the whole suite: unit + integration (real TorchServe, gRPC, Pr
 test-fast: install  ## unit tests only (no server)
 	$(BIN)/pytest tests/unit
 
-lint: install
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+lint: install  ## ruff (style, line length) and import-linter (the one-way layers of docs/architecture.md)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 bench: install  ## model-only vs served vs stock TorchServe; writes docs/benchmarks/
 	$(BIN)/zooserve bench all resnet50

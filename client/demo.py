@@ -9,17 +9,17 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from samples import SAMPLES, write_samples  # noqa: E402
+from zooserve.bench.samples import write_samples
+from zooserve.client import Client
 
-from zooserve.client import Client  # noqa: E402
+SAMPLES = Path(__file__).parent / "samples"
 
 
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--models", nargs="+", default=["lenet5", "resnet18"])
     args = p.parse_args()
-    write_samples()
+    write_samples(SAMPLES)
     client = Client()
     for model in args.models:
         files = (
@@ -31,8 +31,10 @@ def main() -> int:
             grpc = client.predict(model, data, grpc=True)
             top = rest["predictions"][0]
             same = "same" if grpc["predictions"] == rest["predictions"] else "DIFFERENT"
-            print(f"{model:10s} {f.name:28s} -> {top['label']!r:22s} p={top['probability']:.3f} "
-                  f"weights={rest['weights']:12s} (REST; gRPC answer: {same})")  # fmt: skip
+            print(
+                f"{model:10s} {f.name:28s} -> {top['label']!r:22s} p={top['probability']:.3f} "
+                f"weights={rest['weights']:12s} (REST; gRPC answer: {same})"
+            )
     return 0
 
 

@@ -67,7 +67,7 @@ case "${1:-serve}" in
         shift
         export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-/tmp/zooserve-metrics}"
         rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
-        python -m zooserve.exporter --port 8083 --bind 0.0.0.0 --dir "$PROMETHEUS_MULTIPROC_DIR" &
+        python -m zooserve.serving.exporter --port 8083 --bind 0.0.0.0 --dir "$PROMETHEUS_MULTIPROC_DIR" &
         cd "$RUN_DIR"  # TorchServe writes logs/ under the working directory
         exec torchserve --start --foreground --ncs \
             --ts-config "$KSERVE_ROOT/config/config.properties" \

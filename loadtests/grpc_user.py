@@ -20,7 +20,7 @@ grpc_gevent.init_gevent()
 
 
 def _stubs() -> tuple[Any, Any]:
-    from zooserve import grpc_stubs
+    from zooserve.serving import grpc_stubs
 
     return grpc_stubs.load("inference_pb2"), grpc_stubs.load("inference_pb2_grpc")
 
@@ -54,9 +54,13 @@ class GrpcClient:
         except ValueError as e:
             exception = e
         self.request_event.fire(
-            request_type="grpc", name=name or f"grpc {model}", response_time=(time.perf_counter() - start) * 1e3,
-            response_length=length, exception=exception, context={},
-        )  # fmt: skip
+            request_type="grpc",
+            name=name or f"grpc {model}",
+            response_time=(time.perf_counter() - start) * 1e3,
+            response_length=length,
+            exception=exception,
+            context={},
+        )
         return body
 
     def close(self) -> None:

@@ -8,7 +8,6 @@ a hard stop even without --run-time. See loadtests/README.md.
 
 from __future__ import annotations
 
-import io
 import ipaddress
 import json
 import os
@@ -23,8 +22,10 @@ import gevent
 from locust import FastHttpUser, events, task
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parent / "client")]
+sys.path.insert(0, str(HERE))  # locust imports this file by path: its sibling grpc_user.py
 from grpc_user import GrpcUser  # noqa: E402
+
+from zooserve.bench.samples import TEXTS, digit_pngs, photo_jpegs  # noqa: E402
 
 URL = os.environ.get("ZOOSERVE_URL", "http://127.0.0.1:8080").rstrip("/")
 GRPC_TARGET = os.environ.get("ZOOSERVE_GRPC_TARGET", "127.0.0.1:7070")
@@ -70,37 +71,13 @@ def kind(model: str) -> str:
     return "digits" if "lenet" in model else "image"
 
 
-def digit_pngs(n: int = 20) -> list[bytes]:
-    """scikit-learn's 8x8 digits as 32x32 white-on-black PNGs (as LeNet-5 was trained)."""
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    out = []
-    for img in load_digits().images[-n:]:
-        buf = io.BytesIO()
-        Image.fromarray((img * 255 / 16).astype("uint8")).resize((32, 32)).save(buf, "PNG")
-        out.append(buf.getvalue())
-    return out
-
-
-TEXTS = [
-    "great match",
-    "the central bank kept interest rates unchanged on thursday",
-    "scientists reported a new method to grow crystals at room temperature, which could cut the cost "
-    "of solar panels and batteries in the coming decade according to the paper",
-    " ".join(["the team won again after a long season of injuries and close defeats"] * 12),
-]
-
-
 def payloads() -> dict[str, list[bytes]]:
-    from samples import photo_jpegs
-
     kinds = {kind(m) for m in MODELS}
     out: dict[str, list[bytes]] = {}
     if kinds & {"image", "caption"}:
         out["image"] = out["caption"] = list(photo_jpegs().values())
     if "digits" in kinds:
-        out["digits"] = digit_pngs()
+        out["digits"] = [png for png, _ in digit_pngs()]
     if "text" in kinds:
         out["text"] = [t.encode() for t in TEXTS]
     return out
@@ -134,8 +111,13 @@ class RestUser(FastHttpUser):
     def predict(self) -> None:
         model, k, data = pick()
         ctype = "text/plain; charset=utf-8" if k == "text" else "application/octet-stream"
-        with self.client.post(f"/predictions/{model}", data=data, headers={**self.auth, "Content-Type": ctype},
-                              name=f"/predictions/{model}", catch_response=True) as r:  # fmt: skip
+        with self.client.post(
+            f"/predictions/{model}",
+            data=data,
+            headers={**self.auth, "Content-Type": ctype},
+            name=f"/predictions/{model}",
+            catch_response=True,
+        ) as r:
             if r.status_code != 200:
                 r.failure(f"HTTP {r.status_code}: {r.text[:200]}")
             elif not valid(k, r.json()):

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 import torch
+
+from zooserve.bench.samples import photo_jpegs
+from zooserve.export.build import BuildOptions, BuildResult, build
+from zooserve.models.lenet import digits_split
 
 # two cores: keep test processes from oversubscribing them
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -24,12 +27,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def build_cache(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., object]:
+def build_cache(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., BuildResult]:
     """``build_cache(name, format="aoti", dense=False, **opts)`` -> BuildResult (archive included)."""
-    from zooserve.export.build import BuildOptions, build
-
     root = tmp_path_factory.mktemp("builds")
-    cache: dict[tuple, object] = {}
+    cache: dict[tuple, BuildResult] = {}
 
     def get(
         name: str,
@@ -50,17 +51,10 @@ def build_cache(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., objec
 
 @pytest.fixture(scope="session")
 def digits() -> tuple[torch.Tensor, torch.Tensor]:
-    from zooserve.models.lenet import digits_split
-
     _, _, x, y = digits_split()
     return x, y
 
 
 @pytest.fixture(scope="session")
 def sample_jpegs() -> dict[str, bytes]:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "client"))
-    from samples import photo_jpegs
-
     return photo_jpegs()

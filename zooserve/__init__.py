@@ -1,3 +1,3 @@
 """zooserve: serve the classic networks with TorchServe."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -5,11 +5,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import zipfile
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
 
-from zooserve.errors import ServerError, UserError, ZooError
+from zooserve.attention_plot import render_attention
+from zooserve.bench import command as bench
+from zooserve.bench import tune
+from zooserve.client import Client
+from zooserve.errors import ServerError, UnknownModel, UserError, ZooError
+from zooserve.export.archive import read_member
+from zooserve.export.build import BuildOptions, build
+from zooserve.export.formats import FORMATS
+from zooserve.manifest import Manifest
+from zooserve.models import registry
+from zooserve.models.params import count_params
+from zooserve.serving import server
+from zooserve.specs import Evaluation, Precision, Weights
 
 DEFAULT_STORE = Path("model_store")
 DEFAULT_RUN_DIR = Path(".zooserve")
@@ -25,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("build", help="export models and pack TorchServe archives")
     b.add_argument("models", nargs="+", metavar="MODEL")
-    b.add_argument("--format", default="aoti", choices=["aoti", "torchscript", "tensorrt"])
+    b.add_argument("--format", default="aoti", choices=list(FORMATS))
     b.add_argument(
         "--weights", type=Path, help="state_dict (.pth), HF directory (bert) or checkpoint (captioning)"
     )
@@ -36,10 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--dense", action="store_true", help="FC-to-conv model for dense (multi-scale) evaluation")
     b.add_argument(
         "--evaluation",
-        choices=["center", "dense", "tencrop"],
+        choices=list(Evaluation),
         help="serving mode (default: dense with --dense, else center)",
     )
-    b.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8", "fp16"])
+    b.add_argument("--precision", default="fp32", choices=list(Precision))
     b.add_argument("--calibration", type=Path, help="folder of images for int8 calibration")
     b.add_argument("--name", help="archive/served name (serve one model in several variants)")
     b.add_argument("--out", type=Path, default=DEFAULT_STORE)
@@ -62,10 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--host", default="127.0.0.1")
     pr.add_argument("--port", type=int, default=8080)
     pr.add_argument("--grpc-port", type=int, default=7070)
-    pr.add_argument("--key-file", type=Path, default=DEFAULT_RUN_DIR / "key_file.json")
-
-    # bench and tune own their flags (their modules keep heavy imports inside functions)
-    from zooserve import bench, tune
+    pr.add_argument("--key-file", type=Path, default=DEFAULT_RUN_DIR / server.KEY_FILE)
 
     bench.add_arguments(sub.add_parser("bench", help="benchmarks: model-only, served, stock TorchServe"))
     tune.add_arguments(sub.add_parser("tune", help="measure workers x threads x batch on the served path"))
@@ -77,42 +85,40 @@ def _server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR)
     p.add_argument("--bind", default="127.0.0.1", help="listen address (0.0.0.0 inside containers)")
     p.add_argument("--no-token-auth", action="store_true", help="disable TorchServe token authorization")
-    for name, port in (("inference", 8080), ("management", 8081), ("metrics", 8082),
-                       ("grpc-inference", 7070), ("grpc-management", 7071), ("exporter", 8083)):  # fmt: skip
-        p.add_argument(f"--{name}-port", type=int, default=port)
+    for f in fields(server.Ports):
+        p.add_argument(f"--{f.name.replace('_', '-')}-port", type=int, default=f.default)
 
 
-def _server_config(args: argparse.Namespace) -> Any:
-    from zooserve.server import Ports, ServerConfig
+def _server_config(args: argparse.Namespace) -> server.ServerConfig:
+    ports = server.Ports(**{f.name: getattr(args, f"{f.name}_port") for f in fields(server.Ports)})
+    return server.ServerConfig(
+        args.model_store, args.run_dir, args.bind, ports, token_auth=not args.no_token_auth
+    )
 
-    ports = Ports(**{f: getattr(args, f"{f}_port") for f in Ports.__dataclass_fields__})
-    return ServerConfig(args.model_store, args.run_dir, args.bind, ports, token_auth=not args.no_token_auth)
 
-
-def archive_meta(store: Path, name: str) -> dict[str, Any] | None:
+def archive_manifest(store: Path, name: str) -> Manifest | None:
     mar = store / f"{name}.mar"
     if not mar.is_file():
         return None
-    with zipfile.ZipFile(mar) as z:
-        return json.loads(z.read("zooserve.json"))
+    return Manifest.from_json(json.loads(read_member(mar)), source=str(mar))
 
 
 def cmd_models(args: argparse.Namespace) -> None:
-    from zooserve.models import registry
-    from zooserve.models.params import count_params
-
     rows = [("name", "task", "params", "input", "formats", "default weights", "built (store)")]
     for spec in registry.list_models(tiny=None if args.all else False):
         inp = (
             f"{spec.input.channels}x{spec.input.size}"
             if spec.input
             else "text"
-            if spec.task == "classify-text"
+            if spec.task.takes_text
             else "-"
         )
-        meta = archive_meta(args.store, spec.name)
-        built = f"{meta['format']}/{meta['precision']}, {meta['weights']}" if meta else "-"
-        default = spec.default_weights + (" (!)" if spec.default_weights == "random" else "")
+        try:
+            man = archive_manifest(args.store, spec.name)
+        except ZooError:
+            man = None  # built by another zooserve version: shown as not built
+        built = f"{man.format}/{man.precision}, {man.weights}" if man else "-"
+        default = spec.default_weights + (" (!)" if spec.default_weights == Weights.RANDOM else "")
         rows.append((spec.name, spec.task, count_params(spec), inp, ",".join(spec.formats), default, built))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
@@ -121,52 +127,59 @@ def cmd_models(args: argparse.Namespace) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> None:
-    from zooserve.export.build import BuildOptions, build
-
-    serving = {"calibration": str(args.calibration)} if args.calibration else {}
-    opts = BuildOptions(
-        format=args.format, weights=args.weights, dense=args.dense, precision=args.precision,
-        word_map=args.word_map, trust_pickle=args.trust_pickle, evaluation=args.evaluation, serving=serving,
-        archive_name=args.name,
-    )  # fmt: skip
     if (args.weights is not None or args.name) and len(args.models) > 1:
         raise UserError("--weights and --name apply to one model: build one MODEL at a time with them")
+    opts = BuildOptions(
+        format=args.format,
+        weights=args.weights,
+        dense=args.dense,
+        precision=args.precision,
+        word_map=args.word_map,
+        trust_pickle=args.trust_pickle,
+        evaluation=args.evaluation,
+        calibration=args.calibration,
+        archive_name=args.name,
+    )
     for name in args.models:
         res = build(name, opts, out=args.out)
-        warn = "  (RANDOM weights: predictions are meaningless)" if res.meta["weights"] == "random" else ""
+        weights = res.manifest.weights
+        warn = "  (RANDOM weights: predictions are meaningless)" if weights == Weights.RANDOM else ""
         print(
-            f"built {name}: {res.archive} [{opts.format}, {opts.precision}, weights={res.meta['weights']}] in {res.seconds:.0f}s{warn}"
+            f"built {name}: {res.archive} [{opts.format}, {opts.precision}, weights={weights}] "
+            f"in {res.seconds:.0f}s{warn}"
         )
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from zooserve import server
-
     cfg = _server_config(args)
     server.start(cfg, args.models, timeout=args.timeout, foreground=args.foreground)
-    print(f"TorchServe ready: REST {cfg.url('inference')}  gRPC {cfg.host}:{cfg.ports.grpc_inference}  "
-          f"metrics {cfg.url('metrics')}/metrics, {cfg.url('exporter')}/metrics  token {cfg.key_file}")  # fmt: skip
+    print(
+        f"TorchServe ready: REST {cfg.url('inference')}  gRPC {cfg.host}:{cfg.ports.grpc_inference}  "
+        f"metrics {cfg.url('metrics')}/metrics, {cfg.url('exporter')}/metrics  token {cfg.key_file}"
+    )
 
 
 def cmd_stop(args: argparse.Namespace) -> None:
-    from zooserve import server
-
     cfg = server.ServerConfig(run_dir=args.run_dir)
     print("TorchServe stopped." if server.stop(cfg) else "TorchServe was not running.")
 
 
 def _read_input(model: str, item: str) -> bytes | str:
+    """A file's bytes; else the argument itself as text, for text models (and served names the
+    registry does not know, which may be text models)."""
     path = Path(item)
     if path.is_file():
         return path.read_bytes()
-    if model.endswith("bert"):
-        return item  # literal text
+    try:
+        takes_text = registry.get(model).task.takes_text
+    except UnknownModel:
+        takes_text = True
+    if takes_text:
+        return item
     raise UserError(f"input file not found: {item}")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from zooserve.client import Client
-
     client = Client(args.host, args.port, args.grpc_port, key_file=args.key_file)
     headers = {"X-Topk": str(args.topk)} if args.topk else {}
     if args.attention:
@@ -175,27 +188,20 @@ def cmd_predict(args: argparse.Namespace) -> None:
         data = _read_input(args.model, item)
         result = client.predict(args.model, data, headers=headers, grpc=args.grpc)
         if args.attention and isinstance(data, bytes):
-            from zooserve.runtime.attention_plot import render_attention
-
             render_attention(data, result["tokens"], result.pop("attention"), args.attention)
             print(f"attention maps written to {args.attention}", file=sys.stderr)
         print(json.dumps({"input": item if isinstance(data, bytes) else item[:60], **result}))
 
 
-def cmd_bench(args: argparse.Namespace) -> None:
-    from zooserve import bench
-
-    bench.main(args)
-
-
-def cmd_tune(args: argparse.Namespace) -> None:
-    from zooserve import tune
-
-    tune.main(args)
-
-
-COMMANDS = {"models": cmd_models, "build": cmd_build, "serve": cmd_serve, "stop": cmd_stop,
-            "predict": cmd_predict, "bench": cmd_bench, "tune": cmd_tune}  # fmt: skip
+COMMANDS = {
+    "models": cmd_models,
+    "build": cmd_build,
+    "serve": cmd_serve,
+    "stop": cmd_stop,
+    "predict": cmd_predict,
+    "bench": bench.main,
+    "tune": tune.main,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import requests
 
 from zooserve import errors
+from zooserve.serving import grpc_stubs
 
 DEFAULT_KEY_FILE = Path(".zooserve/key_file.json")
 
@@ -36,18 +38,22 @@ def payload(data: bytes | str | dict[str, Any]) -> tuple[bytes, str]:
     return json.dumps(data).encode("utf-8"), "application/json"
 
 
-def _error_from(status: int, text: str) -> errors.ZooError:
+# TorchServe's own error types for what our table names otherwise
+TORCHSERVE_TYPES = {
+    "ModelNotFoundException": "ModelNotFound",
+    "ModelVersionNotFoundException": "ModelNotFound",
+}
+
+
+def _error_from(status: int, text: str) -> errors.ServiceError:
+    """The typed error of a non-200 answer: ours by its JSON ``type``, anything else as RemoteError."""
     try:
         body = json.loads(text)
-        if isinstance(body, dict) and "type" in body:
-            err = errors.from_json(body)
-            err.status = status  # type: ignore[misc]
-            return err
     except ValueError:
-        pass
-    err = errors.ZooError(f"HTTP {status}: {text[:200]}")
-    err.status = status  # type: ignore[misc]
-    return err
+        body = None
+    if isinstance(body, dict) and "type" in body:
+        return errors.from_json(body | {"type": TORCHSERVE_TYPES.get(body["type"], body["type"])}, status)
+    return errors.RemoteError(f"HTTP {status}: {text[:200]}", status)
 
 
 @dataclass
@@ -69,8 +75,14 @@ class Client:
         token = self.token or read_token(self.key_file)
         return {"Authorization": f"Bearer {token}"} if token else {}
 
-    def predict(self, model: str, data: bytes | str | dict[str, Any], headers: dict[str, str] | None = None,
-                grpc: bool = False, version: str | None = None) -> dict[str, Any]:  # fmt: skip
+    def predict(
+        self,
+        model: str,
+        data: bytes | str | dict[str, Any],
+        headers: dict[str, str] | None = None,
+        grpc: bool = False,
+        version: str | None = None,
+    ) -> dict[str, Any]:
         """One prediction; raises the server's typed error (``errors.InvalidImage``...) on 4xx."""
         if grpc:
             return self.predict_grpc(model, data, headers, version)
@@ -102,23 +114,20 @@ class Client:
 
     # ---- gRPC ----------------------------------------------------------------------------------
     def _grpc_channel(self) -> Any:
-        import grpc
-
         if self._channel is None:
             self._channel = grpc.insecure_channel(f"{self.host}:{self.grpc_port}")
         return self._channel
 
     def _stub(self) -> Any:
-        from zooserve import grpc_stubs
-
         return grpc_stubs.load("inference_pb2_grpc").InferenceAPIsServiceStub(self._grpc_channel())
 
-    def predict_grpc(self, model: str, data: bytes | str | dict[str, Any], headers: dict[str, str] | None = None,
-                     version: str | None = None) -> dict[str, Any]:  # fmt: skip
-        import grpc
-
-        from zooserve import grpc_stubs
-
+    def predict_grpc(
+        self,
+        model: str,
+        data: bytes | str | dict[str, Any],
+        headers: dict[str, str] | None = None,
+        version: str | None = None,
+    ) -> dict[str, Any]:
         pb2 = grpc_stubs.load("inference_pb2")
         body, ctype = payload(data)
         # TorchServe hands each input map entry to the handler as a named field: the content type
@@ -143,10 +152,6 @@ class Client:
 
     def predict_v2(self, model: str, data: bytes | str, version: str = "") -> dict[str, Any]:
         """The same prediction through KServe's Open Inference Protocol (v2) gRPC service."""
-        import grpc
-
-        from zooserve import grpc_stubs
-
         pb2 = grpc_stubs.load("open_inference_grpc_pb2")
         stub = grpc_stubs.load("open_inference_grpc_pb2_grpc").GRPCInferenceServiceStub(self._grpc_channel())
         request = pb2.ModelInferRequest(model_name=model, model_version=version, id="zooserve")
@@ -174,28 +179,35 @@ def _checked(body: Any) -> Any:
         and body["code"] >= 400
         and "type" in body
     ):
-        err = _error_from(body["code"], json.dumps(body))
-        raise err
+        raise _error_from(body["code"], json.dumps(body))
     return body
 
 
-GRPC_TO_HTTP = {"INVALID_ARGUMENT": 400, "NOT_FOUND": 404, "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403,
-                "RESOURCE_EXHAUSTED": 413, "UNAVAILABLE": 503, "DEADLINE_EXCEEDED": 504}  # fmt: skip
+# gRPC status -> the HTTP status REST answers in the same situation
+GRPC_TO_HTTP = {
+    "INVALID_ARGUMENT": 400,
+    "UNAUTHENTICATED": 401,
+    "PERMISSION_DENIED": 403,
+    "NOT_FOUND": 404,
+    "RESOURCE_EXHAUSTED": 413,
+    "UNAVAILABLE": 503,
+    "DEADLINE_EXCEEDED": 504,
+}
 
 
 def grpc_error(e: Any) -> errors.ZooError:
     """A gRPC failure as the same typed error REST would raise (TorchServe puts the body in details)."""
     code = e.code().name
     details = e.details() or ""
-    if "ModelNotFoundException" in details or "ModelVersionNotFoundException" in details:
-        return errors.UnknownModel(details.splitlines()[0])
-    err = _error_from(GRPC_TO_HTTP.get(code, 500), details) if details.lstrip().startswith("{") else None
-    if err is None:
-        err = (
-            errors.ServerError(f"gRPC {code}: {details}")
-            if code == "UNAVAILABLE"
-            else errors.ZooError(f"gRPC {code}: {details}")
-        )
-        err.status = GRPC_TO_HTTP.get(code, 500)  # type: ignore[misc]
-    err.grpc_code = code  # type: ignore[misc]
-    return err
+    status = GRPC_TO_HTTP.get(code, 500)
+    if details.lstrip().startswith("{"):
+        return _error_from(status, details)
+    if (
+        code == "NOT_FOUND"
+        or "ModelNotFoundException" in details
+        or "ModelVersionNotFoundException" in details
+    ):
+        return errors.ModelNotFound(details.splitlines()[0] if details else "model not found")
+    if code == "UNAVAILABLE":
+        return errors.ServerError(f"gRPC {code}: {details}")
+    return errors.RemoteError(f"gRPC {code}: {details}", status, code)

@@ -1,8 +1,12 @@
-"""Typed errors and the one table that maps them to HTTP status and gRPC code.
+"""Typed errors and the one table that maps each answered error to its HTTP status and gRPC code.
 
-Request errors (``RequestError``) are the client's fault: each becomes a 4xx with the JSON body
-``{"code": ..., "type": ..., "message": ...}`` for that request alone, never for its batch-mates.
-User errors (``UserError``) are CLI/build mistakes: one clear line and a non-zero exit.
+Two families, never mixed:
+
+- ``ServiceError``: what the server answers for one request. ``RequestError`` subclasses are the
+  client's fault (4xx); each becomes ``{"code": ..., "type": ..., "message": ...}`` for that request
+  alone, never for its batch-mates. ``SERVICE_ERRORS`` is the table, written out explicitly.
+- ``UserError``: a mistake at the command line or in a build (a bad flag, a weights file that does
+  not fit). The CLI prints one line and exits 2; these carry no HTTP status.
 """
 
 from __future__ import annotations
@@ -13,19 +17,25 @@ from dataclasses import dataclass
 class ZooError(Exception):
     """Base of every error zooserve raises on purpose."""
 
-    status: int = 500
-    grpc_code: str = "INTERNAL"  # name of a grpc.StatusCode member
-
     @property
     def type(self) -> str:
         return type(self).__name__
+
+
+# ---- service errors: answered to one request ----------------------------------------------------
+class ServiceError(ZooError):
+    """An error a request is answered with. ``status`` and ``grpc_code`` come from the table."""
+
+    status: int = 500
+    grpc_code: str = "INTERNAL"  # name of a grpc.StatusCode member
 
     def to_json(self) -> dict[str, object]:
         return {"code": self.status, "type": self.type, "message": str(self)}
 
 
-# ---- request errors: one row each of the table -------------------------------------------------
-class RequestError(ZooError):
+class RequestError(ServiceError):
+    """The client's mistake: a 4xx for that request alone."""
+
     status = 400
     grpc_code = "INVALID_ARGUMENT"
 
@@ -39,18 +49,21 @@ class InvalidImage(RequestError):
 
 
 class UnsupportedMediaType(RequestError):
+    """A payload of a kind the model does not take (text to an image model, an unknown format)."""
+
     status = 415
-    grpc_code = "INVALID_ARGUMENT"
 
 
 class ImageTooLarge(RequestError):
-    """Declared pixel count above the configured budget (decompression bombs land here)."""
+    """More pixels, or a more extreme shape, than the model's budget (decompression bombs)."""
 
     status = 413
     grpc_code = "RESOURCE_EXHAUSTED"
 
 
 class PayloadTooLarge(RequestError):
+    """A body above the size the model accepts."""
+
     status = 413
     grpc_code = "RESOURCE_EXHAUSTED"
 
@@ -64,31 +77,51 @@ class InvalidJSON(RequestError):
 
 
 class InvalidParameter(RequestError):
-    """A request option (topk, beam size, ...) out of range."""
+    """A request option (topk, beam size, ...) of the wrong type or out of range."""
 
 
-class ModelNotReady(ZooError):
-    status = 503
-    grpc_code = "UNAVAILABLE"
+class ModelNotFound(ServiceError):
+    """The server holds no model (or model version) of that name."""
+
+    status = 404
+    grpc_code = "NOT_FOUND"
 
 
-class InferenceFailed(ZooError):
-    """The model itself failed on a well-formed batch: a server error, not the client's."""
-
-    status = 500
-    grpc_code = "INTERNAL"
+class InferenceFailed(ServiceError):
+    """The model itself failed on a well-formed request: the server's fault, not the client's."""
 
 
-# ---- user errors (CLI, build) ------------------------------------------------------------------
+class RemoteError(ServiceError):
+    """A reply the client could not map to a row of the table (its status is the reply's)."""
+
+    def __init__(self, message: str, status: int = 500, grpc_code: str = "UNKNOWN") -> None:
+        super().__init__(message)
+        self.status = status
+        self.grpc_code = grpc_code
+
+
+SERVICE_ERRORS: tuple[type[ServiceError], ...] = (
+    EmptyBody,
+    InvalidImage,
+    UnsupportedMediaType,
+    ImageTooLarge,
+    PayloadTooLarge,
+    InvalidText,
+    InvalidJSON,
+    InvalidParameter,
+    ModelNotFound,
+    InferenceFailed,
+)
+_BY_TYPE = {cls.__name__: cls for cls in SERVICE_ERRORS}
+
+
+# ---- user errors: the command line and builds ---------------------------------------------------
 class UserError(ZooError):
     """A mistake by the person at the command line; printed as one line, exit code 2."""
 
-    status = 400
-
 
 class UnknownModel(UserError):
-    status = 404
-    grpc_code = "NOT_FOUND"
+    """A model name the registry does not hold."""
 
 
 class WeightsError(UserError):
@@ -96,18 +129,15 @@ class WeightsError(UserError):
 
 
 class UnsupportedFormat(UserError):
-    """An export format that does not apply to this model or this machine."""
+    """An export format or precision that does not apply to this model or this machine."""
 
 
 class ConfigError(UserError):
-    pass
+    """A configuration, archive or option file that cannot be used."""
 
 
 class ServerError(UserError):
     """The server could not be started, stopped or reached."""
-
-    status = 503
-    grpc_code = "UNAVAILABLE"
 
 
 @dataclass(frozen=True)
@@ -119,30 +149,18 @@ class ErrorRow:
 
 
 def error_table() -> list[ErrorRow]:
-    """Every request/user error with its HTTP status and gRPC code (documented and tested)."""
-    abstract = (ZooError, RequestError, UserError)
+    """Every answered error with its HTTP status and gRPC code (documented and tested)."""
     return [
         ErrorRow(cls.__name__, cls.status, cls.grpc_code, (cls.__doc__ or "").strip())
-        for cls in _all_classes()
-        if cls not in abstract
+        for cls in SERVICE_ERRORS
     ]
 
 
-def from_json(body: dict[str, object]) -> ZooError:
-    """Rebuild a typed error from its JSON body (used by the client)."""
-    name = str(body.get("type", ""))
-    cls: type[ZooError] = next((c for c in _all_classes() if c.__name__ == name), ZooError)
-    err = cls(str(body.get("message", "")))
-    if cls is ZooError:
-        err.status = int(body.get("code", 500))  # type: ignore[misc]
-    return err
-
-
-def _all_classes() -> list[type[ZooError]]:
-    out: list[type[ZooError]] = []
-    stack: list[type[ZooError]] = [ZooError]
-    while stack:
-        cls = stack.pop(0)
-        out.append(cls)
-        stack.extend(cls.__subclasses__())
-    return out
+def from_json(body: dict[str, object], status: int | None = None) -> ServiceError:
+    """Rebuild a typed error from its JSON body (the client raises what the server answered)."""
+    cls = _BY_TYPE.get(str(body.get("type", "")))
+    message = str(body.get("message", ""))
+    if cls is None:
+        code = body.get("code")
+        return RemoteError(message or str(body), status or (code if isinstance(code, int) else 500))
+    return cls(message)

@@ -72,7 +72,7 @@ def send_grpc(
     ("" sends the bare ``data`` entry, as grpcurl users do)."""
     import grpc
 
-    from zooserve import grpc_stubs
+    from zooserve.serving import grpc_stubs
 
     pb2 = grpc_stubs.load("inference_pb2")
     stub = grpc_stubs.load("inference_pb2_grpc").InferenceAPIsServiceStub(channel)
@@ -239,7 +239,8 @@ def table(url: str, channel: Any, token: str, jpeg: bytes) -> tuple[str, list[st
         wrong += extra_mismatches(extra, rest, grpc)
         lines.append(
             f"| {extra.name}{' v' + extra.version if extra.version else ''} ({len(extra.data)} B) "
-            f"| {extra.content_type} | {extra.model} | {_cell(rest)} | {_cell(grpc)} | n/a | {extra.rest[0]} |"
+            f"| {extra.content_type} | {extra.model} | {_cell(rest)} | {_cell(grpc)} | n/a "
+            f"| {extra.rest[0]} |"
         )
     return "\n".join(lines) + "\n", wrong
 
@@ -272,38 +273,14 @@ like REST's, so JSON options (`topk`, `beam_size`, `attention`) work on both.
 
 """
 
-FAULTS = """
-## Faults, overload guard and soak
-
-From `tests/integration/test_faults.py` and `tests/integration/test_soak.py` (pytest `-s` prints the
-numbers; these are from a run on the 2-core CI-sized machine):
-
-| scenario | result |
-|---|---|
-| worker SIGKILLed (PID from `GET /models/NAME` → `workers[].pid`) under 4-thread load for 8 s | ~400 requests, 4 failed with `507 InternalServerException` ("Worker died.", the requests in flight on it), none hung (max latency ~3.7 s), new worker PID, same answers afterwards |
-| unregister + register by archive name under 6-thread load on two models | the other model: every request 200; the unregistered one: 404 `ModelNotFoundException` right after the DELETE, 200 again after registering. **TorchServe 0.12 never answers a request that was in flight on a keep-alive connection when its model was unregistered** (measured: still open after 150 s, past `default_response_timeout`); only the client's timeout ends it. Drain traffic before unregistering and always set client timeouts (the zooserve client's default is 60 s). |
-| batch over `max_batch_pixels` (16 concurrent 160×120 images, budget 50 000 px) | batched by TorchServe, split by the handler, all 200 and equal to their solo answers |
-| one image over `max_pixels` in a concurrent batch | that request 413 `ImageTooLarge`, its batch-mates 200 |
-| soak, 60 s, 4 threads, every task, good and bad inputs mixed | ~7 000 requests, 0 unexpected outcomes, no worker restart; worker RSS growth < 1 % after warm-up (limit 10 %), worker descriptors 9 → 9, frontend 91 → 89 |
-
-Run longer: `ZOOSERVE_SOAK_SECONDS=600 pytest tests/integration/test_soak.py -s`;
-fuzz longer: `ZOOSERVE_FUZZ_EXAMPLES=20000 pytest tests/unit/test_fuzz.py`.
-
-## Fixed: a crash found by fuzzing
-
-Fuzzing found that torchvision 0.29.1's `decode_png` **segfaults** on a PNG whose compressed
-pixel data is corrupt (libpng "IDAT: incorrect data check"): a 2 KB request killed the worker,
-every batch-mate got 500 "Worker died." and the model was down for ~7 s while TorchServe
-restarted it. PNG is now decoded with Pillow (`zooserve/runtime/images.py`), which raises a clean
-error: 400 `InvalidImage` (`tests/unit/test_fuzz.py::test_corrupt_png_is_an_invalid_image_not_a_crash`).
-"""
+FAULTS = "\n" + (Path(__file__).parent / "reliability_faults.md").read_text("utf-8")
 
 
 def main(out: Path) -> None:
     import grpc
 
-    from zooserve import server
     from zooserve.export.build import BuildOptions, build
+    from zooserve.serving import server
 
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "model_store"

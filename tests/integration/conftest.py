@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from zooserve import server
 from zooserve.client import Client
+from zooserve.serving import server
 
 # name -> how to build it (build_cache arguments). lenet5 is the AOTInductor representative
 # (the default format); the tiny ones use TorchScript to keep compile time out of the suite.

@@ -153,8 +153,8 @@ def test_json_options_over_grpc_are_honoured(zoo: Zoo) -> None:
     assert len(zoo.client.predict("tiny_bert", body, grpc=True)["predictions"]) == 2
 
 
-def test_grpc_unknown_model_raises_unknown_model(zoo: Zoo) -> None:
-    with pytest.raises(errors.UnknownModel):
+def test_grpc_unknown_model_raises_model_not_found(zoo: Zoo) -> None:
+    with pytest.raises(errors.ModelNotFound):
         zoo.client.predict("no_such_model", b"\x89PNG", grpc=True)
 
 

@@ -25,7 +25,7 @@ import requests
 import torch
 from torchvision.io import encode_png
 
-from zooserve import server
+from zooserve.serving import server
 
 pytestmark = pytest.mark.integration
 
@@ -165,8 +165,10 @@ def test_killed_worker_is_restarted_and_nothing_hangs(faulty: Faulty) -> None:
     assert after[0]["pid"] != pid, "TorchServe did not start a new worker"
     total = sum(load.outcomes.values())
     failed = total - load.outcomes["200"]
-    print(f"\nworker kill: {total} requests in 8 s, {failed} failed: {dict(load.outcomes)}; "
-          f"max latency {max(load.latencies):.2f}s")  # fmt: skip
+    print(
+        f"\nworker kill: {total} requests in 8 s, {failed} failed: {dict(load.outcomes)}; "
+        f"max latency {max(load.latencies):.2f}s"
+    )
     assert max(load.latencies) < CLIENT_TIMEOUT and load.outcomes["timeout"] == 0
     # in flight on the dead worker: TorchServe answers 500/507 "Worker died." (or 503 while restarting)
     assert all(k == "200" or k[:3] in ("500", "503", "507") for k in load.outcomes), load.outcomes
@@ -216,8 +218,13 @@ def test_unregister_and_register_under_load(faulty: Faulty) -> None:
     steady_bad = {k: v for k, v in load.outcomes.items() if k.startswith("steady") and k != "steady 200"}
     assert not steady_bad, f"the other model was disturbed: {steady_bad}"
     # 404 ModelVersionNotFoundException: the name is registered again, its version not yet loaded
-    allowed = {"steady 200", "spare 200", "spare 404 ModelNotFoundException", "spare 404 ModelVersionNotFoundException",
-               "timeout"}  # fmt: skip
+    allowed = {
+        "steady 200",
+        "spare 200",
+        "spare 404 ModelNotFoundException",
+        "spare 404 ModelVersionNotFoundException",
+        "timeout",
+    }
     allowed |= {
         f"spare {c} {t}"
         for c in (500, 503, 507)

@@ -24,8 +24,23 @@ def test_locust_smoke(served, tmp_path: Path) -> None:
         "ZOOSERVE_MAX_RUN_TIME": "30",
     }
     locust = Path(sys.executable).with_name("locust")
-    cmd = [str(locust), "-f", str(ROOT / "loadtests" / "locustfile.py"), "--headless", "-u", "4", "-r", "4",
-           "--run-time", "10s", "--stop-timeout", "5", "--csv", str(tmp_path / "smoke"), "--only-summary"]  # fmt: skip
+    cmd = [
+        str(locust),
+        "-f",
+        str(ROOT / "loadtests" / "locustfile.py"),
+        "--headless",
+        "-u",
+        "4",
+        "-r",
+        "4",
+        "--run-time",
+        "10s",
+        "--stop-timeout",
+        "5",
+        "--csv",
+        str(tmp_path / "smoke"),
+        "--only-summary",
+    ]
     result = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
     with open(tmp_path / "smoke_stats.csv", newline="") as f:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import promtest
 import pytest
 
-from zooserve import promtest
-from zooserve.server import free_ports
+from zooserve.serving.server import free_ports
 
 pytestmark = [
     pytest.mark.integration,
@@ -44,7 +44,8 @@ def test_request_count_and_p95_through_promql(served, prometheus, sample_jpegs) 
     # p95 over every observation so far (rate() needs two scrapes that straddle the requests)
     p95 = promtest.wait_for_value(
         prometheus,
-        f'histogram_quantile(0.95, sum by (le) (zooserve_stage_seconds_bucket{{model="{MODEL}",stage="handler"}}))',
+        "histogram_quantile(0.95, sum by (le) "
+        f'(zooserve_stage_seconds_bucket{{model="{MODEL}",stage="handler"}}))',
         lambda v: v is not None,
         timeout=30,
     )

@@ -18,7 +18,7 @@ import pytest
 import requests
 import torch
 
-from zooserve import grpc_stubs, server
+from zooserve.serving import grpc_stubs, server
 
 ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}

@@ -13,8 +13,9 @@ from PIL import Image
 from torchvision.io import encode_png
 
 from zooserve import errors
-from zooserve.runtime.bundle import load_bundle, make_pipeline
+from zooserve.runtime.bundle import load_bundle
 from zooserve.runtime.pipeline import Request, run_batch
+from zooserve.runtime.tasks import make_pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -170,8 +171,12 @@ def test_missing_or_wrong_token_is_refused(served, sample_jpegs, token) -> None:
 def test_grpc_without_token_is_refused(served, sample_jpegs) -> None:
     from zooserve.client import Client
 
-    anonymous = Client(port=served.cfg.ports.inference, grpc_port=served.cfg.ports.grpc_inference,
-                       key_file=served.cfg.run_dir / "missing.json", retries=0)  # fmt: skip
+    anonymous = Client(
+        port=served.cfg.ports.inference,
+        grpc_port=served.cfg.ports.grpc_inference,
+        key_file=served.cfg.run_dir / "missing.json",
+        retries=0,
+    )
     with pytest.raises(errors.ZooError) as exc:
         anonymous.predict("tiny_resnet", sample_jpegs["china.jpg"], grpc=True)
     assert exc.value.status in (400, 401, 403, 500)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from zooserve import server
+from zooserve.serving import server
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 from make_bad_inputs import OCTET, TEXT, _photo, all_cases, encode, expected  # noqa: E402
@@ -48,11 +48,10 @@ def _proc(pid: int) -> tuple[int, int]:
 
 
 def _worker_pids(served, models: list[str]) -> dict[str, int]:
-    headers = {"Authorization": f"Bearer {served.token('management')}"}
+    mgmt = server.management(served.cfg)
     pids = {}
     for m in models:
-        r = requests.get(f"{served.cfg.url('management')}/models/{m}", headers=headers, timeout=10)
-        workers = r.json()[0]["workers"]
+        workers = mgmt.describe(m)["workers"]
         assert workers and all(w["status"] == "READY" for w in workers), workers
         for i, w in enumerate(workers):
             pids[f"{m}#{i}"] = int(w["pid"])
@@ -88,8 +87,12 @@ def test_soak_mixed_load(served) -> None:
             while not stop.is_set():
                 model, body, ctype, (status, kind) = rng.choice(jobs)
                 try:
-                    r = s.post(f"{url}/predictions/{model}", data=body, timeout=60,
-                               headers={"Authorization": f"Bearer {token}", "Content-Type": ctype})  # fmt: skip
+                    r = s.post(
+                        f"{url}/predictions/{model}",
+                        data=body,
+                        timeout=60,
+                        headers={"Authorization": f"Bearer {token}", "Content-Type": ctype},
+                    )
                     got = (r.status_code, r.json().get("type") if r.status_code != 200 else None)
                 except (requests.RequestException, ValueError) as e:
                     got = (-1, type(e).__name__)

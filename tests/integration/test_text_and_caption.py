@@ -10,8 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from zooserve import errors
-from zooserve.runtime.bundle import load_bundle, make_pipeline
+from zooserve.runtime.bundle import load_bundle
 from zooserve.runtime.pipeline import Request, run_batch
+from zooserve.runtime.tasks import make_pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -85,8 +86,14 @@ def test_caption_bad_image_is_the_same_error_as_classification(served) -> None:
 
 
 def _cli(served, *args: str) -> subprocess.CompletedProcess:
-    ports = ["--port", str(served.cfg.ports.inference), "--grpc-port", str(served.cfg.ports.grpc_inference),
-             "--key-file", str(served.cfg.key_file)]  # fmt: skip
+    ports = [
+        "--port",
+        str(served.cfg.ports.inference),
+        "--grpc-port",
+        str(served.cfg.ports.grpc_inference),
+        "--key-file",
+        str(served.cfg.key_file),
+    ]
     return subprocess.run(
         [sys.executable, "-m", "zooserve.cli", "predict", *args, *ports], capture_output=True, text=True
     )

@@ -17,11 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import requests
 
-from zooserve import server
 from zooserve.client import Client
-from zooserve.server import free_ports
+from zooserve.serving import server
+from zooserve.serving.server import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -41,11 +40,7 @@ def _cpu_ticks(pid: int) -> dict[int, int]:
 
 
 def _worker_pid(cfg: server.ServerConfig, model: str) -> int:
-    token = server.read_keys(cfg)["management"]
-    r = requests.get(f"{cfg.url('management')}/models/{model}", headers={"Authorization": f"Bearer {token}"},
-                     timeout=30)  # fmt: skip
-    r.raise_for_status()
-    return int(r.json()[0]["workers"][0]["pid"])
+    return server.management(cfg).worker_pids(model)[0]
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,25 @@ from zooserve.cli import main
 
 def test_bench_model_only(tmp_path: Path) -> None:
     out, summary = tmp_path / "bench", tmp_path / "benchmarks.md"
-    rc = main(["bench", "model", "tiny_resnet", "--formats", "eager,torchscript", "--batches", "1,2",
-               "--seconds", "0.5", "--out", str(out), "--summary", str(summary), "--work", str(tmp_path / "work")])  # fmt: skip
+    rc = main(
+        [
+            "bench",
+            "model",
+            "tiny_resnet",
+            "--formats",
+            "eager,torchscript",
+            "--batches",
+            "1,2",
+            "--seconds",
+            "0.5",
+            "--out",
+            str(out),
+            "--summary",
+            str(summary),
+            "--work",
+            str(tmp_path / "work"),
+        ]
+    )
     assert rc == 0
     rows = json.loads((out / "results.json").read_text())["model_only"]
     assert {(r["format"], r["batch"]) for r in rows} == {
@@ -34,15 +51,28 @@ def test_bench_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_targets_arithmetic() -> None:
-    from zooserve.benchmarks import summary
+    from zooserve.bench import summary
 
     res = {
-        "model_only": [{"model": "m", "format": "aoti", "batch": 1, "items_per_s": 10.0, "ms_per_batch": 100.0},
-                       {"model": "m", "format": "aoti", "batch": 8, "items_per_s": 20.0, "ms_per_batch": 400.0}],
-        "served": [{"model": "m", "variant": "ours-aoti", "proto": p, "concurrency": c, "rps": r, "p50": 105.0}
-                   for p, c, r in (("rest", 1, 9.0), ("rest", 16, 17.0), ("grpc", 16, 18.0))]
-        + [{"model": "m", "variant": "stock (x)", "proto": "rest", "concurrency": 16, "rps": 10.0, "p50": 1.0}],
-    }  # fmt: skip
+        "model_only": [
+            {"model": "m", "format": "aoti", "batch": 1, "items_per_s": 10.0, "ms_per_batch": 100.0},
+            {"model": "m", "format": "aoti", "batch": 8, "items_per_s": 20.0, "ms_per_batch": 400.0},
+        ],
+        "served": [
+            {"model": "m", "variant": "ours-aoti", "proto": p, "concurrency": c, "rps": r, "p50": 105.0}
+            for p, c, r in (("rest", 1, 9.0), ("rest", 16, 17.0), ("grpc", 16, 18.0))
+        ]
+        + [
+            {
+                "model": "m",
+                "variant": "stock (x)",
+                "proto": "rest",
+                "concurrency": 16,
+                "rps": 10.0,
+                "p50": 1.0,
+            }
+        ],
+    }
     t = {row["target"]: row for row in summary.targets(res, "m")}
     assert t["served REST ÷ AOTI model-only (best batch)"]["value"] == pytest.approx(17 / 20)
     assert (

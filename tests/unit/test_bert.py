@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,15 @@ import pytest
 import torch
 
 from zooserve.errors import WeightsError
+from zooserve.export.build import BuildOptions, make_manifest
+from zooserve.manifest import Manifest
 from zooserve.models import bert_demo, registry
 from zooserve.models.bert import prepare_bert
-from zooserve.models.specs import Prepared
-from zooserve.runtime.bundle import Bundle, load_bundle, make_pipeline
+from zooserve.runtime.bundle import Bundle, load_bundle
 from zooserve.runtime.pipeline import Request, run_batch
+from zooserve.runtime.tasks import make_pipeline
 from zooserve.runtime.text import TextItem, TextPipeline
+from zooserve.specs import Format, Prepared
 
 MAX_POS = 128
 LABELS = ["negative", "neutral", "positive"]
@@ -45,10 +49,17 @@ def hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("hf_bert")
     tokenizer = bert_demo.train_wordpiece(bert_demo.topic_dataset(300, seed=5)[0], vocab_size=250)
     config = BertConfig(
-        vocab_size=tokenizer.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=MAX_POS, num_labels=3, type_vocab_size=2,
-        id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)},
-    )  # fmt: skip
+        vocab_size=tokenizer.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=MAX_POS,
+        num_labels=3,
+        type_vocab_size=2,
+        id2label=dict(enumerate(LABELS)),
+        label2id={n: i for i, n in enumerate(LABELS)},
+    )
     torch.manual_seed(0)
     bert_demo.save_hf_dir(BertForSequenceClassification(config).eval(), tokenizer, out, MAX_POS)
     return out
@@ -78,15 +89,14 @@ def reference(hf_dir: Path) -> Any:
 def write_bundle(
     root: Path, prepared: Prepared, fmt: str, artifact: str | None, name: str = "tiny_bert"
 ) -> Path:
+    """A build directory by hand (its artifact compiled by the caller): the build's own manifest."""
     root.mkdir(parents=True, exist_ok=True)
     for file_name, src in prepared.extra_files.items():
         shutil.copyfile(src, root / file_name)
-    meta = {
-        "name": name, "task": "classify-text", "family": "bert", "format": fmt,
-        "weights": prepared.weights, "labels": prepared.labels, "artifacts": {"model": artifact} if artifact else {},
-        "metadata": prepared.metadata, "serving": {"topk": 5}, "input": None,
-    }  # fmt: skip
-    (root / "zooserve.json").write_text(json.dumps(meta), "utf-8")
+    opts = BuildOptions(format=Format(fmt), archive_name=name)
+    make_manifest(registry.get("tiny_bert"), prepared, opts, {"model": artifact} if artifact else {}).write(
+        root
+    )
     return root
 
 
@@ -99,9 +109,8 @@ def bundles(prepared: Prepared, tmp_path_factory: pytest.TempPathFactory) -> dic
     base = tmp_path_factory.mktemp("bundles")
     target = prepared.targets["model"]
     eager_root = write_bundle(base / "eager", prepared, "aoti", None)
-    eager = Bundle(
-        eager_root, json.loads((eager_root / "zooserve.json").read_text()), modules={"model": target.module}
-    )
+    manifest = Manifest.read(eager_root)
+    eager = Bundle(eager_root, manifest, manifest.serving, modules={"model": target.module})
     compile_aoti(target, write_bundle(base / "aoti", prepared, "aoti", "model.pt2") / "model.pt2")
     compile_torchscript(target, write_bundle(base / "ts", prepared, "torchscript", "model.pt") / "model.pt")
     return {
@@ -148,8 +157,8 @@ def test_dynamic_padding(bundles: dict[str, Bundle]) -> None:
 def test_padding_never_exceeds_positions(bundles: dict[str, Bundle]) -> None:
     """With max_length not a multiple of 8, the rounded-up width is clipped to max_length."""
     eager = bundles["eager"]
-    meta = {**eager.meta, "metadata": {**eager.meta["metadata"], "max_length": 60}}
-    pipe = TextPipeline(Bundle(eager.root, meta, modules=eager.modules))
+    manifest = replace(eager.manifest, metadata={**eager.manifest.metadata, "max_length": 60})
+    pipe = TextPipeline(replace(eager, manifest=manifest))
     batch = pipe.preprocess([TextItem(LONG, 3)])
     assert batch.input_ids.shape[1] == 60 and batch.input_ids.is_contiguous()  # AOTI needs contiguous
 

@@ -52,9 +52,9 @@ def test_dense_aoti_accepts_other_sizes(build_cache) -> None:
 
     res = build_cache("tiny_vgg", format="aoti", dense=True)
     bundle = load_bundle(res.bundle_dir)
-    assert res.meta["metadata"]["dense_min_side"] == 96  # the first size with a 2x2 score map
+    assert res.manifest.metadata["dense_min_side"] == 96  # the first size with a 2x2 score map
     assert bundle.modules["model"](torch.randn(3, 3, 64, 64)).shape == (3, 10)  # native size: plain model
     dense = bundle.modules["dense"]
     assert dense(torch.randn(1, 3, 96, 128)).shape == (1, 10, 2, 3)
     assert dense(torch.randn(4, 3, 200, 160)).shape == (4, 10, 5, 4)
-    assert res.meta["serving"]["scales"] == [96, 144, 192]
+    assert res.manifest.serving.scales == (96, 144, 192)

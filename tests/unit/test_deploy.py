@@ -27,26 +27,68 @@ SCHEMAS = ROOT / "tests" / "data" / "schemas"
 
 # Metric names the dashboard may use: zooserve's handler metrics (zooserve/runtime/metrics.py) ...
 ZOOSERVE_METRICS = {
-    "zooserve_stage_seconds_bucket", "zooserve_stage_seconds_count", "zooserve_stage_seconds_sum",
-    "zooserve_batch_size_bucket", "zooserve_batch_size_count", "zooserve_batch_size_sum",
+    "zooserve_stage_seconds_bucket",
+    "zooserve_stage_seconds_count",
+    "zooserve_stage_seconds_sum",
+    "zooserve_batch_size_bucket",
+    "zooserve_batch_size_count",
+    "zooserve_batch_size_sum",
     "zooserve_requests_total",
-}  # fmt: skip
+}
 # ... TorchServe 0.12's default metrics (ts/configs/metrics.yaml; read from the package when installed)
 TORCHSERVE_METRICS = {
-    "Requests2XX", "Requests4XX", "Requests5XX", "ts_inference_requests_total",
-    "ts_inference_latency_microseconds", "ts_queue_latency_microseconds", "QueueTime",
-    "WorkerThreadTime", "WorkerLoadTime", "CPUUtilization", "MemoryUsed", "MemoryAvailable",
-    "MemoryUtilization", "DiskUsage", "DiskUtilization", "DiskAvailable", "GPUMemoryUtilization",
-    "GPUMemoryUsed", "GPUUtilization", "HandlerTime", "PredictionTime",
-}  # fmt: skip
+    "Requests2XX",
+    "Requests4XX",
+    "Requests5XX",
+    "ts_inference_requests_total",
+    "ts_inference_latency_microseconds",
+    "ts_queue_latency_microseconds",
+    "QueueTime",
+    "WorkerThreadTime",
+    "WorkerLoadTime",
+    "CPUUtilization",
+    "MemoryUsed",
+    "MemoryAvailable",
+    "MemoryUtilization",
+    "DiskUsage",
+    "DiskUtilization",
+    "DiskAvailable",
+    "GPUMemoryUtilization",
+    "GPUMemoryUsed",
+    "GPUUtilization",
+    "HandlerTime",
+    "PredictionTime",
+}
 PROMETHEUS_BUILTIN = {"up"}
 
 PROMQL_WORDS = {
     # aggregations, functions and keywords that can appear as bare identifiers
-    "sum", "min", "max", "avg", "count", "stddev", "stdvar", "topk", "bottomk", "quantile", "group",
-    "count_values", "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or",
-    "unless", "bool", "offset", "inf", "nan",
-}  # fmt: skip
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "count",
+    "stddev",
+    "stdvar",
+    "topk",
+    "bottomk",
+    "quantile",
+    "group",
+    "count_values",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
+}
 
 
 def _load_yaml_docs(path: Path) -> list[dict]:
@@ -269,7 +311,7 @@ def test_dashboard_queries_parse_in_real_prometheus(tmp_path):
     """Every panel query (Grafana variables substituted) is accepted by a real Prometheus."""
     import socket
 
-    from zooserve import promtest
+    from tests import promtest
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,7 +1,7 @@
-"""zooserve.exporter + zooserve.promtest against a real Prometheus (Debian's /usr/bin/prometheus).
+"""zooserve.serving.exporter + zooserve.promtest against a real Prometheus (Debian's /usr/bin/prometheus).
 
 A child process records handler-style histograms in prometheus-client multiprocess mode (as the
-TorchServe workers do), ``python -m zooserve.exporter`` serves the merged files, and a real
+TorchServe workers do), ``python -m zooserve.serving.exporter`` serves the merged files, and a real
 Prometheus scrapes it; PromQL through its HTTP API must see exactly the observations made.
 """
 
@@ -14,10 +14,9 @@ import sys
 import textwrap
 import time
 
+import promtest
 import pytest
 import requests
-
-from zooserve import promtest
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -52,7 +51,7 @@ def exporter(tmp_path):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "zooserve.exporter", "--port", str(port), "--dir", str(mp)],
+        [sys.executable, "-m", "zooserve.serving.exporter", "--port", str(port), "--dir", str(mp)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -90,7 +89,7 @@ def test_exporter_bad_port_is_one_line(tmp_path):
         s.listen()
         busy = s.getsockname()[1]
         r = subprocess.run(
-            [sys.executable, "-m", "zooserve.exporter", "--port", str(busy), "--dir", str(tmp_path)],
+            [sys.executable, "-m", "zooserve.serving.exporter", "--port", str(busy), "--dir", str(tmp_path)],
             capture_output=True,
             text=True,
             timeout=30,

@@ -25,10 +25,10 @@ def _eager(name: str) -> torch.nn.Module:
 
 
 def _check_parity(result, batches=(1, 3, 8)) -> None:
-    spec = registry.get(result.meta["model"])
+    spec = registry.get(result.manifest.model)
     bundle = load_bundle(result.bundle_dir)
     model = bundle.modules["model"]
-    eager = _eager(spec.name) if result.meta["weights"] == "random" else None
+    eager = _eager(spec.name) if result.manifest.weights == "random" else None
     for n in batches:
         x = torch.randn(n, spec.input.channels, spec.input.size, spec.input.size)
         out = model(x)

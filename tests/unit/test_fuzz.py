@@ -22,9 +22,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from zooserve.errors import RequestError
-from zooserve.runtime.bundle import load_bundle, make_pipeline
+from zooserve.runtime.bundle import load_bundle
 from zooserve.runtime.images import decode_image_bytes, image_bytes
 from zooserve.runtime.pipeline import Request, run_batch
+from zooserve.runtime.tasks import make_pipeline
 
 EXAMPLES = int(os.environ.get("ZOOSERVE_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(
@@ -46,8 +47,16 @@ def _seed_images() -> list[bytes]:
     arr = torch.randint(0, 256, (24, 32, 3), dtype=torch.uint8, generator=g).numpy()
     img = Image.fromarray(arr)
     out = []
-    for fmt, im in [("JPEG", img), ("PNG", img), ("PNG", img.convert("L")), ("GIF", img.convert("P")),
-                    ("BMP", img), ("TIFF", img), ("WEBP", img), ("JPEG", img.convert("CMYK"))]:  # fmt: skip
+    for fmt, im in [
+        ("JPEG", img),
+        ("PNG", img),
+        ("PNG", img.convert("L")),
+        ("GIF", img.convert("P")),
+        ("BMP", img),
+        ("TIFF", img),
+        ("WEBP", img),
+        ("JPEG", img.convert("CMYK")),
+    ]:
         buf = io.BytesIO()
         im.save(buf, fmt)
         out.append(buf.getvalue())
@@ -84,7 +93,7 @@ bodies = st.one_of(
         st.sampled_from(["text", "topk", "attention", "beam_size", "x"]),
         st.one_of(st.none(), st.integers(), st.text(max_size=64), st.lists(st.text(max_size=8))),
         max_size=4,
-    ),  # fmt: skip
+    ),
     st.lists(st.integers(), max_size=4),
 )
 content_types = st.sampled_from(
@@ -98,7 +107,7 @@ content_types = st.sampled_from(
         "application/json; charset=utf-8",
         "text/html",
         "multipart/form-data",
-    ]  # fmt: skip
+    ]
 )
 option_headers = st.dictionaries(
     st.sampled_from(["x-topk", "x-attention", "x-beam-size", "x-max-length", "x-length-norm"]),
@@ -126,7 +135,8 @@ def png_with_bad_zlib_checksum() -> bytes:
 def _decode_in_subprocess(data: bytes) -> subprocess.CompletedProcess:
     code = (
         "import sys\nfrom zooserve.errors import RequestError\nfrom zooserve.runtime.images import "
-        "decode_image_bytes\ntry:\n    decode_image_bytes(sys.stdin.buffer.read())\nexcept RequestError:\n    pass"
+        "decode_image_bytes\ntry:\n    decode_image_bytes(sys.stdin.buffer.read(), 3, 40_000_000)\n"
+        "except RequestError:\n    pass"
     )
     return subprocess.run([sys.executable, "-c", code], input=data, capture_output=True, timeout=120)
 
@@ -163,7 +173,7 @@ def test_valid_images_decode_to_the_requested_channels() -> None:
     """GIF/WebP decoders ignore GRAY mode: 1-channel models (lenet5) must still get 1 channel."""
     for data in SEEDS:
         for channels in (1, 3):
-            img = decode_image_bytes(data, channels=channels)
+            img = decode_image_bytes(data, channels=channels, max_pixels=MAX_PIXELS)
             assert img.shape[0] == channels and img.dtype == torch.uint8
 
 
@@ -234,8 +244,12 @@ def text_bodies(draw: st.DrawFn) -> tuple[Any, str]:
             content_types
         )
     if kind == 1:  # JSON text, valid or cut
-        doc = json.dumps({"text": draw(st.text(max_size=256)), **draw(st.dictionaries(st.text(max_size=5),
-                          st.integers(), max_size=2))})  # fmt: skip
+        doc = json.dumps(
+            {
+                "text": draw(st.text(max_size=256)),
+                **draw(st.dictionaries(st.text(max_size=5), st.integers(), max_size=2)),
+            }
+        )
         return doc[: draw(st.integers(0, len(doc)))], "application/json"
     if kind == 2:  # lone surrogates, as a JSON "\ud800" escape decodes to
         return {

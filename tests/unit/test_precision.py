@@ -22,8 +22,8 @@ from zooserve.export import precision
 from zooserve.export.build import BuildOptions, build
 from zooserve.export.precision import AccuracyGateFailed, check_gate, run_gate
 from zooserve.models import registry
-from zooserve.models.specs import Prepared
 from zooserve.runtime.bundle import load_bundle
+from zooserve.specs import Format, Precision, Prepared
 
 TOLERANCE = {"bf16": (0.03, 0.99), "int8": (0.08, 0.98)}  # (logit diff / range, top-1 agreement)
 
@@ -95,10 +95,10 @@ def test_unsupported_precisions_are_refused(monkeypatch: pytest.MonkeyPatch) -> 
     lenet = registry.get("lenet5")
     prepared = Prepared(targets={}, weights="random", labels=[])
     with pytest.raises(UnsupportedFormat, match="TensorRT"):
-        precision.apply_precision(lenet, prepared, BuildOptions(precision="fp16"))
+        precision.apply_precision(lenet, prepared, Precision.FP16, Format.AOTI)
     monkeypatch.setattr(precision, "bf16_supported", lambda: False)
     with pytest.raises(UnsupportedFormat, match="avx512_bf16"):
-        precision.apply_precision(lenet, prepared, BuildOptions(precision="bf16"))
+        precision.apply_precision(lenet, prepared, Precision.BF16, Format.AOTI)
 
 
 def test_calibration_folder_errors(tmp_path: Path) -> None:
@@ -155,8 +155,8 @@ def test_precision_round_trip_through_archive(builds, prec: str) -> None:
     if prec not in builds:
         pytest.skip("this CPU has no native bf16")
     res = builds[prec]
-    assert res.meta["precision"] == prec
-    gate = res.meta["metadata"]["precision_gate"]
+    assert res.manifest.precision == prec
+    gate = res.manifest.metadata["precision_gate"]
     assert gate["passed"] and gate["metric"] == "accuracy_drop" and gate["accuracy_drop"] <= 0.005
     with zipfile.ZipFile(res.archive) as z:
         meta = json.loads(z.read("zooserve.json"))
@@ -196,7 +196,7 @@ def test_int8_artifact_runs_onednn_int8_kernels(tmp_path: Path) -> None:
     opts = BuildOptions(format="aoti", precision="int8", archive_name="tiny_resnet_int8")
     with torch.no_grad():
         res = build("tiny_resnet", opts, out=None, work=tmp_path)
-    assert res.meta["metadata"]["precision_gate"]["checked"] == "compiled artifact"
+    assert res.manifest.metadata["precision_gate"]["checked"] == "compiled artifact"
     with zipfile.ZipFile(res.bundle_dir / "model.pt2") as z:
         code = "".join(z.read(n).decode() for n in z.namelist() if n.endswith(".cpp"))
     ops = set(re.findall(r"aoti_torch_cpu_(\w+)\(", code))

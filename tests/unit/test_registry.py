@@ -8,14 +8,33 @@ import sys
 import pytest
 
 from zooserve.errors import UnknownModel
+from zooserve.export.formats import FORMATS
 from zooserve.models import registry
-from zooserve.models.specs import FORMATS, TASKS
+from zooserve.runtime.tasks import PIPELINES
+from zooserve.specs import Format, Task
 
 CONTRACT_NAMES = [
-    "lenet5", "alexnet", "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
-    "googlenet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
-    "densenet121", "bert", "show_attend_tell",
-]  # fmt: skip
+    "lenet5",
+    "alexnet",
+    "vgg11",
+    "vgg13",
+    "vgg16",
+    "vgg19",
+    "vgg11_bn",
+    "vgg13_bn",
+    "vgg16_bn",
+    "vgg19_bn",
+    "googlenet",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnext50_32x4d",
+    "densenet121",
+    "bert",
+    "show_attend_tell",
+]
 
 
 def test_every_contract_name_is_registered() -> None:
@@ -24,17 +43,17 @@ def test_every_contract_name_is_registered() -> None:
 
 @pytest.mark.parametrize("spec", registry.list_models(), ids=lambda s: s.name)
 def test_entry_is_complete(spec) -> None:
-    assert spec.task in TASKS and set(spec.formats) <= set(FORMATS)
+    assert spec.task in PIPELINES and set(spec.formats) <= set(FORMATS)
     assert callable(spec.prepare)
-    if spec.task == "classify":
+    if spec.task == Task.CLASSIFY:
         assert spec.input is not None and len(spec.input.mean) == spec.input.channels == len(spec.input.std)
         assert spec.num_classes in (10, 1000)
     assert spec.batch.workers * spec.batch.threads <= 2, "workers x threads must fit the 2 cores"
 
 
 def test_each_cnn_family_has_a_tiny_variant() -> None:
-    full = {s.family for s in registry.list_models(task="classify", tiny=False)} - {"lenet"}
-    tiny = {s.family for s in registry.list_models(task="classify", tiny=True)}
+    full = {s.family for s in registry.list_models(task=Task.CLASSIFY, tiny=False)} - {"lenet"}
+    tiny = {s.family for s in registry.list_models(task=Task.CLASSIFY, tiny=True)}
     assert full <= tiny
 
 
@@ -51,3 +70,9 @@ def test_models_command_prints_the_table() -> None:
         assert name in out
     assert "tiny_vgg" not in out  # tiny variants only with --all
     assert "11.7M" in out  # resnet18's parameter count, computed on the meta device
+
+
+def test_every_format_and_task_has_its_table_entry() -> None:
+    """Adding a Format or a Task without its compiler/loader or pipeline fails here."""
+    assert set(FORMATS) == set(Format)
+    assert set(PIPELINES) == set(Task)

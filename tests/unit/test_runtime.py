@@ -10,15 +10,19 @@ import torch
 from torchvision.transforms import v2
 
 from zooserve import errors
-from zooserve.models.specs import InputSpec
-from zooserve.runtime.bundle import load_bundle, make_pipeline
-from zooserve.runtime.images import decode_image_bytes, image_bytes, normalize, resize_batch
+from zooserve.manifest import ServingOptions
+from zooserve.models.preprocess import normalize, resize_batch
+from zooserve.runtime.bundle import load_bundle
+from zooserve.runtime.images import decode_image_bytes, image_bytes
 from zooserve.runtime.pipeline import Request, run_batch
+from zooserve.runtime.tasks import make_pipeline
+from zooserve.specs import InputSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 from make_bad_inputs import image_cases  # noqa: E402
 
 CASES = image_cases()
+MAX_PIXELS = ServingOptions().max_pixels
 SPEC = InputSpec(size=224, resize=256)
 
 
@@ -26,11 +30,11 @@ SPEC = InputSpec(size=224, resize=256)
 def test_decode_corpus(case) -> None:
     request = Request(body=case.data, content_type=case.content_type)
     if case.status is None:
-        img = decode_image_bytes(image_bytes(request))
+        img = decode_image_bytes(image_bytes(request), 3, MAX_PIXELS)
         assert img.dtype == torch.uint8 and img.ndim == 3 and img.shape[0] == 3
     else:
         with pytest.raises(errors.RequestError) as exc:
-            decode_image_bytes(image_bytes(request))
+            decode_image_bytes(image_bytes(request), 3, MAX_PIXELS)
         assert (exc.value.status, exc.value.type) == (case.status, case.error_type)
 
 
@@ -41,7 +45,7 @@ def test_decoded_pixels_match_pil(sample_jpegs) -> None:
     from PIL import Image
 
     data = sample_jpegs["china.jpg"]
-    ours = decode_image_bytes(data).permute(1, 2, 0).numpy().astype(int)
+    ours = decode_image_bytes(data, 3, MAX_PIXELS).permute(1, 2, 0).numpy().astype(int)
     pil = np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
     assert np.abs(ours - pil).max() <= 2  # libjpeg versions may round differently
 
@@ -147,7 +151,9 @@ def test_tencrop_equals_torchvision_tencrop(build_cache) -> None:
     got = pipe.forward(pipe.preprocess([pipe.decode(Request(d)) for d in data]))
     spec = pipe.spec
     for d, probs in zip(data, got, strict=True):
-        img = v2.CenterCrop(spec.resize)(v2.Resize(spec.resize, antialias=True)(decode_image_bytes(d)))
+        img = v2.CenterCrop(spec.resize)(
+            v2.Resize(spec.resize, antialias=True)(decode_image_bytes(d, 3, MAX_PIXELS))
+        )
         crops = torch.stack(v2.TenCrop(spec.size)(img))
         ref = torch.softmax(bundle.modules["model"](normalize(crops, spec)), 1).mean(0)
         torch.testing.assert_close(probs, ref, rtol=1e-5, atol=1e-6)
@@ -157,10 +163,10 @@ def test_dense_mode_averages_scales_and_flips(build_cache) -> None:
     res = build_cache("tiny_vgg", format="aoti", dense=True)
     bundle = load_bundle(res.bundle_dir)
     pipe = make_pipeline(bundle)
-    assert pipe.evaluation == "dense" and pipe.scales == [96, 144, 192] and pipe.flip
+    assert pipe.evaluation == "dense" and pipe.scales == (96, 144, 192) and pipe.flip
     data = _encode_jpeg(7, (150, 200))
     got = pipe.forward(pipe.preprocess([pipe.decode(Request(data))]))[0]
-    img = decode_image_bytes(data)
+    img = decode_image_bytes(data, 3, MAX_PIXELS)
     ref = 0
     for q in pipe.scales:
         x = normalize(v2.CenterCrop(q)(v2.Resize(q, antialias=True)(img))[None], pipe.spec)

@@ -23,11 +23,13 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
 from zooserve.errors import WeightsError
+from zooserve.export.build import BuildOptions, make_manifest
 from zooserve.models import registry
+from zooserve.models.beam_search import BeamOptions, Captioner
 from zooserve.models.sat_checkpoint import SatCheckpoint, import_checkpoint, save_checkpoint
-from zooserve.models.show_attend_tell import DecoderStep, EncodeInit
-from zooserve.runtime.caption import BeamOptions, Captioner
+from zooserve.models.sat_modules import DecoderStep, EncodeInit
 from zooserve.runtime.pipeline import Request, run_batch
+from zooserve.specs import Format
 
 torch.set_num_threads(1)
 WORDS = ["a", "red", "blue", "circle", "square", "left", "of", "above", "the", "is"]
@@ -69,8 +71,16 @@ class RefAttention(nn.Module):
 
 
 class RefDecoderWithAttention(nn.Module):
-    def __init__(self, attention_dim: int, embed_dim: int, decoder_dim: int, vocab_size: int,
-                 decoder_layers: int = 1, encoder_dim: int = 2048, dropout: float = 0.5) -> None:  # fmt: skip
+    def __init__(
+        self,
+        attention_dim: int,
+        embed_dim: int,
+        decoder_dim: int,
+        vocab_size: int,
+        decoder_layers: int = 1,
+        encoder_dim: int = 2048,
+        dropout: float = 0.5,
+    ) -> None:
         super().__init__()
         self.encoder_dim, self.attention_dim, self.embed_dim = encoder_dim, attention_dim, embed_dim
         self.decoder_dim, self.vocab_size, self.decoder_layers = decoder_dim, vocab_size, decoder_layers
@@ -183,8 +193,17 @@ def reference_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path
         opt = torch.optim.Adam(decoder.parameters())  # the tutorial pickles its optimizers too
         root = tmp_path_factory.mktemp("reference")
         path, wm = root / "BEST_checkpoint.pth.tar", root / "WORDMAP.json"
-        torch.save({"epoch": 3, "bleu-4": 0.2, "encoder": encoder, "decoder": decoder,
-                    "encoder_optimizer": None, "decoder_optimizer": opt}, path)  # fmt: skip
+        torch.save(
+            {
+                "epoch": 3,
+                "bleu-4": 0.2,
+                "encoder": encoder,
+                "decoder": decoder,
+                "encoder_optimizer": None,
+                "decoder_optimizer": opt,
+            },
+            path,
+        )
         wm.write_text(json.dumps(WORD_MAP))
     finally:
         del sys.modules["models"]  # the import must not need the tutorial's module
@@ -330,10 +349,7 @@ def _bundle_dir(root: Path, spec, prepared, fmt: str) -> Path:
     for key, target in prepared.targets.items():
         compile_fn(copy.deepcopy(target), root / f"{key}{suffix}")  # compilers may touch the module
         artifacts[key] = f"{key}{suffix}"
-    meta = {"name": spec.name, "task": spec.task, "family": spec.family, "format": fmt, "weights": prepared.weights,
-            "labels": prepared.labels, "artifacts": artifacts, "metadata": prepared.metadata, "serving": {},
-            "input": spec.input.to_json()}  # fmt: skip
-    (root / "zooserve.json").write_text(json.dumps(meta))
+    make_manifest(spec, prepared, BuildOptions(format=Format(fmt)), artifacts).write(root)
     return root
 
 
@@ -374,7 +390,7 @@ def test_export_parity(bundles, tiny, fmt: str) -> None:
         step_in = (enc, att1, rows, words, h[rows], c[rows])
         for w, g in zip(eager.step(*step_in), bundle.modules["step"](*step_in), strict=True):
             torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-4)
-    from zooserve.runtime.caption_bench import captioner_from_bundle
+    from zooserve.runtime.caption import captioner_from_bundle
 
     opts = BeamOptions(beam_size=3)
     compiled = captioner_from_bundle(bundle)(x, opts)
@@ -382,14 +398,17 @@ def test_export_parity(bundles, tiny, fmt: str) -> None:
 
 
 def test_pipeline_responses_and_errors(bundles, tiny) -> None:
-    from zooserve.runtime.bundle import make_pipeline
+    from zooserve.runtime.tasks import make_pipeline
 
     bundle = bundles["aoti"]
     pipe = make_pipeline(bundle)
     requests = [
-        Request(_png(1)), Request(b"not an image"), Request(_png(2), headers={"x-attention": "1"}),
-        Request(_png(3), headers={"x-beam-size": "0"}), Request(_png(3), headers={"x-beam-size": "1"}),
-    ]  # fmt: skip
+        Request(_png(1)),
+        Request(b"not an image"),
+        Request(_png(2), headers={"x-attention": "1"}),
+        Request(_png(3), headers={"x-beam-size": "0"}),
+        Request(_png(3), headers={"x-beam-size": "1"}),
+    ]
     out = run_batch(pipe, requests)
     assert [r.status for r in out] == [200, 400, 200, 400, 200]
     assert out[1].body["type"] == "InvalidImage" and out[3].body["type"] == "InvalidParameter"
@@ -404,7 +423,7 @@ def test_pipeline_responses_and_errors(bundles, tiny) -> None:
 
 
 def test_render_attention(tmp_path: Path) -> None:
-    from zooserve.runtime.attention_plot import render_attention
+    from zooserve.attention_plot import render_attention
 
     maps = torch.softmax(torch.randn(3, 196), 1).view(3, 14, 14).tolist()
     out = render_attention(_png(1), ["a", "red", "circle"], maps, tmp_path / "att.png")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from zooserve import tune
+from zooserve.bench import tune
 
 
 def _args(**kw: str) -> argparse.Namespace:
@@ -39,8 +39,20 @@ def test_pick_says_when_no_point_meets_both() -> None:
 
 
 def test_apply_point_keeps_other_keys() -> None:
-    cfg = {"minWorkers": 2, "maxWorkers": 2, "batchSize": 4, "maxBatchDelay": 50, "responseTimeout": 120,
-           "zooserve": {"threads": 1, "topk": 5}}  # fmt: skip
+    cfg = {
+        "minWorkers": 2,
+        "maxWorkers": 2,
+        "batchSize": 4,
+        "maxBatchDelay": 50,
+        "responseTimeout": 120,
+        "zooserve": {"threads": 1, "topk": 5},
+    }
     out = tune.apply_point(cfg, {"workers": 1, "threads": 2, "batch": 8, "delay": 1})
-    assert out == {"minWorkers": 1, "maxWorkers": 1, "batchSize": 8, "maxBatchDelay": 1, "responseTimeout": 120,
-                   "zooserve": {"threads": 2, "topk": 5}}  # fmt: skip
+    assert out == {
+        "minWorkers": 1,
+        "maxWorkers": 1,
+        "batchSize": 8,
+        "maxBatchDelay": 1,
+        "responseTimeout": 120,
+        "zooserve": {"threads": 2, "topk": 5},
+    }

@@ -12,11 +12,14 @@ import math
 from pathlib import Path
 
 import torch
+from sklearn.datasets import load_sample_image
 from torch.nn import functional as TF
+from torchvision.io import ImageReadMode, decode_image, read_file
 
 from zooserve.errors import ConfigError
-from zooserve.models.specs import ModelSpec
-from zooserve.runtime.images import decode_image_bytes, normalize, resize_batch
+from zooserve.models.lenet import digits_split
+from zooserve.models.preprocess import normalize, resize_batch
+from zooserve.specs import ModelSpec
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 MAX_CALIBRATION = 256
@@ -33,8 +36,6 @@ def calibration_images(spec: ModelSpec, folder: Path | None = None) -> list[torc
     if folder is not None:
         return folder_images(spec, folder)
     if _is_digits(spec):
-        from zooserve.models.lenet import digits_split
-
         x, _, _, _ = digits_split()
         return list(x[:MAX_CALIBRATION])
     return generated_images(DEFAULT_CALIBRATION, seed=1)
@@ -45,11 +46,13 @@ def folder_images(spec: ModelSpec, folder: Path) -> list[torch.Tensor]:
         raise ConfigError(f"calibration folder {folder} does not exist")
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:MAX_CALIBRATION]
     assert spec.input is not None
+    mode = ImageReadMode.RGB if spec.input.channels == 3 else ImageReadMode.GRAY
     images = []
     for p in files:
-        try:
-            images.append(decode_image_bytes(p.read_bytes(), spec.input.channels))
-        except Exception as e:  # noqa: BLE001 - one unreadable file is skipped, not fatal
+        try:  # the user's own files, at build time: torchvision's decoders, first frame
+            img = decode_image(read_file(str(p)), mode=mode)
+            images.append(img[0] if img.ndim == 4 else img)
+        except (RuntimeError, ValueError) as e:  # one unreadable file is skipped, not fatal
             print(f"calibration: skipping {p.name}: {str(e).splitlines()[0][:120]}")
     if len(images) < 8:
         raise ConfigError(f"calibration folder {folder} has {len(images)} readable images; need at least 8")
@@ -60,8 +63,6 @@ def evaluation_set(spec: ModelSpec) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(normalised float batch, true labels or None) the gate compares fp32 and reduced models on."""
     assert spec.input is not None
     if _is_digits(spec):
-        from zooserve.models.lenet import digits_split
-
         _, _, x, y = digits_split()
         return to_batch(spec, list(x)), y
     return to_batch(spec, generated_images(EVALUATION, seed=2)), None
@@ -98,8 +99,6 @@ def generated_images(count: int, seed: int) -> list[torch.Tensor]:
 
 
 def _photos() -> list[torch.Tensor]:
-    from sklearn.datasets import load_sample_image
-
     return [
         torch.from_numpy(load_sample_image(n).copy()).permute(2, 0, 1).contiguous()
         for n in ("china.jpg", "flower.jpg")

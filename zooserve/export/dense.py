@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from zooserve.specs import ExportTarget, ModelSpec
+
 
 def linear_to_conv(linear: nn.Linear, in_channels: int, kernel: int) -> nn.Conv2d:
     conv = nn.Conv2d(in_channels, linear.out_features, kernel, bias=linear.bias is not None)
@@ -120,3 +122,33 @@ def _first_linear(seq: nn.Sequential) -> int:
 def scores_from_map(out: torch.Tensor) -> torch.Tensor:
     """Logits from either a plain (N, C) output or a dense (N, C, h, w) score map."""
     return out.mean(dim=(2, 3)) if out.ndim == 4 else out
+
+
+def min_dense_side(dense: nn.Module, channels: int, native: int) -> int:
+    """Smallest input side whose score map is at least 2x2: torch.export specialises a size-1 map,
+    so the dense artifact's dynamic range starts here (the plain model covers the native size)."""
+    side = native
+    with torch.no_grad():
+        while dense(torch.zeros(1, channels, side, side)).shape[-1] < 2:
+            side += 8
+    return side
+
+
+def dense_target(target: ExportTarget, spec: ModelSpec) -> tuple[ExportTarget, dict[str, int]]:
+    """The FC-to-conv form of a prepared classifier: dynamic batch, height and width, returning
+    class score maps; and the size range it covers (recorded in the manifest)."""
+    assert spec.input is not None
+    side, ch = spec.input.size, spec.input.channels
+    fcn = to_fully_convolutional(target.module, spec.family).eval()
+    lo = min_dense_side(fcn, ch, side)
+    batch = target.dynamic[0][0]
+    dyn = {0: batch, 2: ("height", lo, 4 * side), 3: ("width", lo, 4 * side)}
+    example = (torch.randn(2, ch, lo + 8, lo + 16),)
+    return ExportTarget(fcn, example, (dyn,)), {"dense_min_side": lo, "dense_max_side": 4 * side}
+
+
+def dense_scales(spec: ModelSpec, min_side: int) -> tuple[int, ...]:
+    """Shorter-side scales for dense evaluation: 256/384/512 for ImageNet models, as the VGG paper."""
+    assert spec.input is not None
+    q = max(spec.input.resize or spec.input.size, min_side)
+    return (q, round(q * 1.5), q * 2)

@@ -13,59 +13,61 @@ build (``AccuracyGateFailed``, with the numbers) rather than shipping a degraded
 
 from __future__ import annotations
 
+import copy
+import tempfile
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from zooserve.errors import UnsupportedFormat, UserError
+from zooserve.export.aoti import compile_aoti, dynamic_shapes, load_aoti
 from zooserve.export.calibration import calibration_images, evaluation_set, to_batch
-from zooserve.models.specs import ExportTarget, ModelSpec, Prepared
-
-if TYPE_CHECKING:
-    from zooserve.export.build import BuildOptions
+from zooserve.specs import ExportTarget, Format, ModelSpec, Precision, Prepared, Task, Weights
 
 MIN_AGREEMENT = 0.99  # top-1 agreement with fp32 (ImageNet-class models)
 MAX_DIGITS_DROP = 0.005  # trained LeNet-5 demo: held-out digits accuracy drop (0.5 points)
 MIN_MARGIN = 0.05  # fp32 top1 - top2, in logit std, for an image's top-1 to count as decided
 MIN_DECIDED = 50  # of the 200 evaluation images
 # measured on ResNet-50 AOTI (docs/precision.md): channels_last is how oneDNN runs bf16/int8 convs
-CHANNELS_LAST = {"bf16": True, "int8": False}
+CHANNELS_LAST = {Precision.BF16: True, Precision.INT8: False}
 
 
 class AccuracyGateFailed(UserError):
     """A reduced-precision build is less accurate than its gate allows."""
 
 
-def apply_precision(spec: ModelSpec, prepared: Prepared, opts: BuildOptions) -> Prepared:
-    precision = opts.precision
-    if opts.format == "tensorrt":
+def apply_precision(
+    spec: ModelSpec, prepared: Prepared, precision: Precision, fmt: Format, calibration: Path | None = None
+) -> Prepared:
+    """``prepared`` with its targets in ``precision`` (float32 in and out), or a gate failure."""
+    if fmt == Format.TENSORRT:
         return prepared  # TensorRT applies its own precision at compile time
-    if precision == "fp16":
+    if precision == Precision.FP16:
         raise UnsupportedFormat("--precision fp16 is for TensorRT on a GPU; on CPU use bf16 or int8")
-    if precision not in ("bf16", "int8"):
-        raise UnsupportedFormat(f"unknown precision {precision!r}")
-    if spec.task != "classify":
+    if spec.task != Task.CLASSIFY:
         raise UnsupportedFormat(f"--precision {precision} applies to image classifiers, not {spec.task}")
     channels_last = CHANNELS_LAST[precision]
     info: dict[str, Any] = {"dtype": precision, "channels_last": channels_last}
-    if precision == "bf16":
+    if precision == Precision.BF16:
         check_bf16()
         targets = {k: bf16_target(t, channels_last) for k, t in prepared.targets.items()}
     else:
-        calib = opts.serving.get("calibration")
-        images = calibration_images(spec, Path(calib) if calib else None)
-        info |= {"quantizer": "torchao X86InductorQuantizer (PT2E, per-channel weights, static)",
-                 "calibration": str(calib) if calib else "default", "calibration_images": len(images)}  # fmt: skip
+        images = calibration_images(spec, calibration)
+        info |= {
+            "quantizer": "torchao X86InductorQuantizer (PT2E, per-channel weights, static)",
+            "calibration": str(calibration) if calibration else "default",
+            "calibration_images": len(images),
+        }
         targets = {k: int8_target(spec, t, images, channels_last) for k, t in prepared.targets.items()}
     reference = prepared.targets["model"].module
     gate = run_gate(spec, prepared, reference, targets["model"].module)
-    if opts.format == "aoti":  # what ships is the compiled graph: gate that too
-        gate = artifact_gate(spec, prepared, reference, targets["model"]) | {"eager": gate}
+    if fmt == Format.AOTI:  # what ships is the compiled graph: gate that too
+        gate = artifact_gate(spec, prepared, reference, targets["model"], precision) | {"eager": gate}
     metadata = {**prepared.metadata, "precision": info, "precision_gate": gate}
     return replace(prepared, targets=targets, metadata=metadata)
 
@@ -111,15 +113,13 @@ class CastWrapper(nn.Module):
 
 
 def bf16_target(target: ExportTarget, channels_last: bool) -> ExportTarget:
-    import copy
-
     module = CastWrapper(copy.deepcopy(target.module), torch.bfloat16, channels_last)
     return replace(target, module=module)
 
 
 # ---- int8 ---------------------------------------------------------------------------------------
 def _pt2e() -> tuple[Callable[..., Any], Callable[..., Any], Any]:
-    try:
+    try:  # optional dependency, only for int8 builds
         import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     except ImportError as e:  # torch 2.14 moved PT2E quantization out of torch.ao into torchao
@@ -155,8 +155,6 @@ def split_reused_modules(gm: torch.fx.GraphModule) -> int:
 def int8_target(
     spec: ModelSpec, target: ExportTarget, images: list[torch.Tensor], channels_last: bool
 ) -> ExportTarget:
-    from zooserve.export.aoti import dynamic_shapes
-
     prepare_pt2e, convert_pt2e, quantizer = _pt2e()
 
     example = target.example_inputs[0]
@@ -182,8 +180,6 @@ def lowerable(gm: torch.fx.GraphModule, target: ExportTarget) -> torch.fx.GraphM
     decomposed (conv2d -> convolution) and ``aten.t`` as ``permute``. Compiled as it comes out of
     ``convert_pt2e``, AOTInductor ran fp32 convolutions between quantize/dequantize kernels
     (slower than fp32); in this form its freezing pass fuses dequant-conv-quant into oneDNN qconv."""
-    from zooserve.export.aoti import dynamic_shapes
-
     table = torch.export.default_decompositions()
     for op in list(table):
         if not torch._export.utils._is_cia_op(op):
@@ -210,23 +206,23 @@ def run_gate(
     spec: ModelSpec, prepared: Prepared, reference: Callable[..., Any], candidate: Callable[..., Any]
 ) -> dict[str, Any]:
     x, labels = evaluation_set(spec)
-    drop = prepared.weights == "trained-demo" and labels is not None
+    drop = prepared.weights == Weights.TRAINED_DEMO and labels is not None
     return check_gate(_logits(reference, x), _logits(candidate, x), labels if drop else None)
 
 
 def artifact_gate(
-    spec: ModelSpec, prepared: Prepared, reference: Callable[..., Any], target: ExportTarget
+    spec: ModelSpec,
+    prepared: Prepared,
+    reference: Callable[..., Any],
+    target: ExportTarget,
+    precision: Precision,
 ) -> dict[str, Any]:
     """The gate on the AOTInductor artifact, compiled exactly as the build will compile it.
     Needed: with Inductor's freezing active, LeNet-5's bf16 and int8 graphs compiled to wrong
     numbers (8 % agreement) while their eager modules passed."""
-    import tempfile
-
-    from zooserve.export.aoti import compile_aoti
-    from zooserve.runtime.bundle import load_artifact
-
     with tempfile.TemporaryDirectory() as tmp:
-        compiled = load_artifact(compile_aoti(target, Path(tmp) / "gate.pt2"), "aoti", torch.device("cpu"))
+        path = compile_aoti(target, Path(tmp) / "gate.pt2", precision)
+        compiled = load_aoti(path, torch.device("cpu"))
         return run_gate(spec, prepared, reference, compiled) | {"checked": "compiled artifact"}
 
 
@@ -252,8 +248,13 @@ def check_gate(ref: torch.Tensor, out: torch.Tensor, labels: torch.Tensor | None
     if labels is not None:
         acc_ref = float((ref_top == labels).float().mean())
         acc_out = float((out_top == labels).float().mean())
-        gate |= {"metric": "accuracy_drop", "threshold": MAX_DIGITS_DROP, "fp32_accuracy": round(acc_ref, 4),
-                 "accuracy": round(acc_out, 4), "accuracy_drop": round(acc_ref - acc_out, 4)}  # fmt: skip
+        gate |= {
+            "metric": "accuracy_drop",
+            "threshold": MAX_DIGITS_DROP,
+            "fp32_accuracy": round(acc_ref, 4),
+            "accuracy": round(acc_out, 4),
+            "accuracy_drop": round(acc_ref - acc_out, 4),
+        }
         passed = acc_ref - acc_out <= MAX_DIGITS_DROP + 1e-9
         detail = f"accuracy {acc_out:.2%} vs fp32 {acc_ref:.2%} (drop allowed {MAX_DIGITS_DROP:.1%})"
     else:
@@ -265,8 +266,10 @@ def check_gate(ref: torch.Tensor, out: torch.Tensor, labels: torch.Tensor | None
         value = round(float(agree[decided].float().mean()), 4)
         gate |= {"metric": "top1_agreement", "threshold": MIN_AGREEMENT, "top1_agreement": value}
         passed = value >= MIN_AGREEMENT
-        detail = (f"top-1 agreement with fp32 {value:.2%} on {int(decided.sum())} decided images "
-                  f"(needs {MIN_AGREEMENT:.0%}; {gate['top1_agreement_all']:.2%} on all {len(ref)})")  # fmt: skip
+        detail = (
+            f"top-1 agreement with fp32 {value:.2%} on {int(decided.sum())} decided images "
+            f"(needs {MIN_AGREEMENT:.0%}; {gate['top1_agreement_all']:.2%} on all {len(ref)})"
+        )
     if not passed:
         raise AccuracyGateFailed(
             f"accuracy gate failed: {detail}; max |logit diff| {gate['max_abs_logit_diff']}, "

@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tokenizers.implementations import BertWordPieceTokenizer
+from tokenizers.processors import BertProcessing
 from torch import nn
+from tqdm import tqdm
 
-from zooserve.models.bert import PAD_MULTIPLE, LogitsOnly
+from zooserve.models.bert_hf import PAD_MULTIPLE, LogitsOnly
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 DEMO_VERSION = 1  # bump when the generator or training changes: invalidates the cache
@@ -33,22 +36,28 @@ TOPICS: dict[str, tuple[str, str, str]] = {
     "business": (
         "the bank|investors|the startup|shareholders|the company|analysts|the board|a retailer",
         "raised|cut|reported|invested in|sold|announced|negotiated|audited",
-        "profits|the merger|interest rates|the budget|quarterly earnings|stock prices|a loan|the market|a record",
+        "profits|the merger|interest rates|the budget|quarterly earnings|stock prices|a loan|the market"
+        "|a record",
     ),
     "food": (
-        "the chef|my grandmother|the bakery|the restaurant|a food critic|the kitchen staff|the caterer|the cook",
+        "the chef|my grandmother|the bakery|the restaurant|a food critic|the kitchen staff|the caterer"
+        "|the cook",
         "baked|roasted|tasted|seasoned|served|grilled|simmered|sliced",
-        "the soup|fresh bread|a spicy curry|the pasta|chocolate cake|the salad|the chips|garlic butter|the market",
+        "the soup|fresh bread|a spicy curry|the pasta|chocolate cake|the salad|the chips|garlic butter"
+        "|the market",
     ),
     "sports": (
         "the striker|the coach|the goalkeeper|our team|the referee|the captain|the sprinter|the fans",
         "scored against|trained for|defended|celebrated|lost|won|cheered for|qualified for",
-        "the match|the league|the tournament|the final|the championship|the season|a penalty|the relay|a record",
+        "the match|the league|the tournament|the final|the championship|the season|a penalty|the relay"
+        "|a record",
     ),
     "technology": (
-        "the engineers|the developers|the software team|a hacker|the programmer|the chip maker|the robot|the app",
+        "the engineers|the developers|the software team|a hacker|the programmer|the chip maker|the robot"
+        "|the app",
         "debugged|released|encrypted|upgraded|compiled|deployed|patched|benchmarked",
-        "the processor|the database|a new smartphone|the network|the algorithm|the server|the chips|the update",
+        "the processor|the database|a new smartphone|the network|the algorithm|the server|the chips"
+        "|the update",
     ),
     "weather": (
         "the forecaster|a storm|the wind|heavy rain|the thunder|a cold front|the fog|the heatwave",
@@ -103,9 +112,6 @@ def topic_dataset(n: int, seed: int) -> tuple[list[str], list[int]]:
 
 
 def train_wordpiece(texts: list[str], vocab_size: int) -> Any:
-    from tokenizers.implementations import BertWordPieceTokenizer
-    from tokenizers.processors import BertProcessing
-
     wp = BertWordPieceTokenizer(lowercase=True)
     wp.train_from_iterator(
         texts, vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIAL_TOKENS, show_progress=False
@@ -117,7 +123,7 @@ def train_wordpiece(texts: list[str], vocab_size: int) -> Any:
 
 
 def save_hf_dir(model: nn.Module, tokenizer: Any, out: Path, max_length: int) -> None:
-    from transformers import BertTokenizer
+    from transformers import BertTokenizer  # heavy: only when BERT is built
 
     model.save_pretrained(out)
     BertTokenizer(tokenizer_object=tokenizer, model_max_length=max_length).save_pretrained(out)
@@ -159,14 +165,20 @@ def tiny_dir() -> Path:
 
 
 def _build_tiny(out: Path) -> None:
-    from transformers import BertConfig, BertForSequenceClassification
+    from transformers import BertConfig, BertForSequenceClassification  # heavy: only when BERT is built
 
     tokenizer = train_wordpiece(topic_dataset(400, seed=1)[0], vocab_size=300)
     config = BertConfig(
-        vocab_size=tokenizer.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=128, num_labels=len(TOPICS),
-        id2label=dict(enumerate(TOPICS)), label2id={n: i for i, n in enumerate(TOPICS)},
-    )  # fmt: skip
+        vocab_size=tokenizer.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        num_labels=len(TOPICS),
+        id2label=dict(enumerate(TOPICS)),
+        label2id={n: i for i, n in enumerate(TOPICS)},
+    )
     torch.manual_seed(0)
     save_hf_dir(BertForSequenceClassification(config).eval(), tokenizer, out, 128)
 
@@ -177,7 +189,7 @@ def demo_dir() -> Path:
 
 def train_demo(out: Path, n_train: int = 4000, n_heldout: int = 1000, epochs: int = 2) -> dict[str, Any]:
     """Small BERT fine-tuned from scratch on generated topic sentences (seeded, ~1 min on 2 cores)."""
-    from transformers import BertConfig, BertForSequenceClassification
+    from transformers import BertConfig, BertForSequenceClassification  # heavy: only when BERT is built
 
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -187,19 +199,28 @@ def train_demo(out: Path, n_train: int = 4000, n_heldout: int = 1000, epochs: in
         x_test, y_test = topic_dataset(n_heldout, seed=DEMO_SEED + 1)
         tokenizer = train_wordpiece(x_train, vocab_size=1000)
         config = BertConfig(
-            vocab_size=tokenizer.get_vocab_size(), hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
-            intermediate_size=256, max_position_embeddings=512, num_labels=len(TOPICS),
-            id2label=dict(enumerate(TOPICS)), label2id={n: i for i, n in enumerate(TOPICS)},
-        )  # fmt: skip
+            vocab_size=tokenizer.get_vocab_size(),
+            hidden_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=256,
+            max_position_embeddings=512,
+            num_labels=len(TOPICS),
+            id2label=dict(enumerate(TOPICS)),
+            label2id={n: i for i, n in enumerate(TOPICS)},
+        )
         torch.manual_seed(DEMO_SEED)
         model = BertForSequenceClassification(config)
         _fit(model, tokenizer, x_train, y_train, epochs)
         accuracy = demo_accuracy(model, tokenizer, x_test, y_test)
         save_hf_dir(model.eval(), tokenizer, out, config.max_position_embeddings)
         facts = {
-            "heldout_accuracy": round(accuracy, 4), "heldout_size": n_heldout, "train_size": n_train,
-            "train_seconds": round(time.perf_counter() - t0, 1), "demo_task": "topic of generated sentences",
-        }  # fmt: skip
+            "heldout_accuracy": round(accuracy, 4),
+            "heldout_size": n_heldout,
+            "train_size": n_train,
+            "train_seconds": round(time.perf_counter() - t0, 1),
+            "demo_task": "topic of generated sentences",
+        }
         (out / "demo.json").write_text(json.dumps(facts, indent=1), "utf-8")
         print(f"bert demo: held-out accuracy {accuracy:.4f} on {n_heldout} sentences")
         return facts
@@ -219,8 +240,7 @@ def _batches(tokenizer: Any, texts: list[str], max_len: int = 128) -> Any:
 def _fit(
     model: nn.Module, tokenizer: Any, texts: list[str], labels: list[int], epochs: int, bs: int = 32
 ) -> None:
-    from tqdm import tqdm
-    from transformers import get_linear_schedule_with_warmup
+    from transformers import get_linear_schedule_with_warmup  # heavy: only when BERT is built
 
     steps = epochs * ((len(texts) + bs - 1) // bs)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)

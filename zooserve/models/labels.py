@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from zooserve.models.specs import ModelSpec
+from zooserve.specs import ModelSpec
 
 
 @cache

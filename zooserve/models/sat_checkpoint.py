@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from zooserve.errors import WeightsError
-from zooserve.models.show_attend_tell import (
+from zooserve.models.sat_modules import (
     END,
     START,
     Attention,
@@ -32,7 +32,7 @@ from zooserve.models.show_attend_tell import (
     SatConfig,
     build_captioner,
     resnet_layout,
-)  # fmt: skip
+)
 
 FORMAT = "zooserve-sat"
 VERSION = 1
@@ -61,9 +61,13 @@ class SatCheckpoint:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "format": FORMAT, "version": VERSION, "config": self.config.to_json(),
-            "encoder": self.encoder, "decoder": self.decoder, "vocab": list(self.vocab),
-        }  # fmt: skip
+            "format": FORMAT,
+            "version": VERSION,
+            "config": self.config.to_json(),
+            "encoder": self.encoder,
+            "decoder": self.decoder,
+            "vocab": list(self.vocab),
+        }
 
 
 def save_checkpoint(ckpt: SatCheckpoint, path: Path) -> Path:
@@ -147,13 +151,27 @@ _MAPPED: dict[tuple[str, str], Any] = {
     ("torch.nn.backends.thnn", "_get_thnn_function_backend"): _no_backend,
 }
 _EXACT = {
-    ("collections", "OrderedDict"), ("collections", "defaultdict"),
-    *(("builtins", n) for n in ("dict", "set", "frozenset", "list", "tuple", "int", "float", "bool", "str", "bytes")),
-    *(("torch._utils", n) for n in ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_parameter",
-                                    "_rebuild_parameter_with_state")),
-    ("torch", "Size"), ("torch", "device"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"), ("numpy", "dtype"),
-}  # fmt: skip
+    ("collections", "OrderedDict"),
+    ("collections", "defaultdict"),
+    *(
+        ("builtins", n)
+        for n in ("dict", "set", "frozenset", "list", "tuple", "int", "float", "bool", "str", "bytes")
+    ),
+    *(
+        ("torch._utils", n)
+        for n in (
+            "_rebuild_tensor",
+            "_rebuild_tensor_v2",
+            "_rebuild_parameter",
+            "_rebuild_parameter_with_state",
+        )
+    ),
+    ("torch", "Size"),
+    ("torch", "device"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy", "dtype"),
+}
 _MODULE_PREFIXES = ("torch.nn.modules.", "torchvision.models.")
 
 
@@ -241,8 +259,14 @@ def _infer_config(
     pool = getattr(enc, "adaptive_pool", None)
     size = pool.output_size if isinstance(pool, nn.AdaptiveAvgPool2d) else getattr(enc, "enc_image_size", 14)
     size = size[0] if isinstance(size, tuple) else size
-    cfg = SatConfig(vocab_size=v, backbone=_infer_backbone(enc_sd), encoded_size=int(size),
-                    attention_dim=a, embed_dim=e, decoder_dim=hd)  # fmt: skip
+    cfg = SatConfig(
+        vocab_size=v,
+        backbone=_infer_backbone(enc_sd),
+        encoded_size=int(size),
+        attention_dim=a,
+        embed_dim=e,
+        decoder_dim=hd,
+    )
     if cfg.encoder_dim != d:
         raise WeightsError(f"encoder gives {cfg.encoder_dim} features but the decoder expects {d}")
     return cfg

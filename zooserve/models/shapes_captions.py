@@ -19,8 +19,11 @@ from typing import Any
 import torch
 from PIL import Image, ImageDraw
 from torch.nn import functional as F
+from tqdm import tqdm
 
-from zooserve.models.show_attend_tell import (
+from zooserve.models.beam_search import BeamOptions, Captioner
+from zooserve.models.sat_checkpoint import SatCheckpoint
+from zooserve.models.sat_modules import (
     END,
     PAD,
     START,
@@ -30,21 +33,36 @@ from zooserve.models.show_attend_tell import (
     SatConfig,
     build_captioner,
 )
-from zooserve.models.specs import IMAGENET_MEAN, IMAGENET_STD
+from zooserve.specs import IMAGENET_MEAN, IMAGENET_STD
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 190, 70), "blue": (50, 100, 240), "yellow": (235, 215, 40)}
 SHAPES = ("circle", "square", "triangle")
 TRAIN_SEED, HELDOUT_SEED = 1, 2
 DEMO_SIDE = 56  # the demo trunk resamples any input to this side; training images are this size
-DEMO_CONFIG = dict(backbone="conv", conv_widths=(32, 64, 96), conv_side=DEMO_SIDE, attention_dim=64,
-                   embed_dim=48, decoder_dim=192, dropout=0.2)  # fmt: skip
+DEMO_CONFIG = dict(
+    backbone="conv",
+    conv_widths=(32, 64, 96),
+    conv_side=DEMO_SIDE,
+    attention_dim=64,
+    embed_dim=48,
+    decoder_dim=192,
+    dropout=0.2,
+)
 PHRASES = {
     # relation -> phrasings of (first object, second object)
-    "left": ["a {a} to the left of a {b}", "a {b} to the right of a {a}", "a {a} left of a {b}",
-             "there is a {a} on the left and a {b} on the right"],
-    "above": ["a {a} above a {b}", "a {b} below a {a}", "a {a} on top of a {b}",
-              "there is a {a} at the top and a {b} at the bottom"],
-}  # fmt: skip
+    "left": [
+        "a {a} to the left of a {b}",
+        "a {b} to the right of a {a}",
+        "a {a} left of a {b}",
+        "there is a {a} on the left and a {b} on the right",
+    ],
+    "above": [
+        "a {a} above a {b}",
+        "a {b} below a {a}",
+        "a {a} on top of a {b}",
+        "there is a {a} at the top and a {b} at the bottom",
+    ],
+}
 
 
 def vocabulary() -> list[str]:
@@ -136,9 +154,7 @@ def bleu4(
     encoder: Any, step: Any, images: torch.Tensor, scenes: list[Scene], vocab: list[str], beam: int = 3
 ) -> float:
     """Corpus BLEU-4 of the beam-search captions against every phrasing of each scene."""
-    from nltk.translate.bleu_score import corpus_bleu
-
-    from zooserve.runtime.caption import BeamOptions, Captioner
+    from nltk.translate.bleu_score import corpus_bleu  # optional: only the demo's build-time evaluation
 
     special = {t: vocab.index(t) for t in (START, END, PAD)}
     captioner = Captioner(encoder, step, vocab, special)
@@ -158,10 +174,6 @@ def train_demo(
     **_: Any,
 ) -> tuple[Any, dict[str, Any]]:
     """Train the demo captioner (seeded); returns our checkpoint and facts for the build output."""
-    from tqdm import tqdm
-
-    from zooserve.models.sat_checkpoint import SatCheckpoint
-
     torch.manual_seed(TRAIN_SEED)
     t0 = time.perf_counter()
     vocab = vocabulary()
@@ -196,11 +208,17 @@ def train_demo(
     bleu = bleu4(EncodeInit(encoder, decoder), DecoderStep(decoder), x_held, s_held, vocab)
     seconds = time.perf_counter() - t0
     print(
-        f"show_attend_tell demo: held-out BLEU-4 = {bleu:.4f} ({n_heldout} images, beam 3), trained in {seconds:.0f} s"
+        f"show_attend_tell demo: held-out BLEU-4 = {bleu:.4f} ({n_heldout} images, beam 3), "
+        f"trained in {seconds:.0f} s"
     )
     ckpt = SatCheckpoint(cfg, encoder.state_dict(), decoder.state_dict(), vocab, source_format="trained-demo")
-    facts = {"bleu4_heldout": round(bleu, 4), "heldout_images": n_heldout, "train_images": n_train,
-             "train_seconds": round(seconds, 1), "dataset": "generated coloured shapes (zooserve.models.shapes_captions)"}  # fmt: skip
+    facts = {
+        "bleu4_heldout": round(bleu, 4),
+        "heldout_images": n_heldout,
+        "train_images": n_train,
+        "train_seconds": round(seconds, 1),
+        "dataset": "generated coloured shapes (zooserve.models.shapes_captions)",
+    }
     return ckpt, facts
 
 

@@ -10,10 +10,12 @@ from typing import Any
 import torch
 import torchvision
 from torch import nn
+from torchvision.models import densenet, resnet, vgg
 
 from zooserve.models.labels import labels_for
-from zooserve.models.specs import ExportTarget, ModelSpec, Prepared
+from zooserve.models.lenet import LeNet5, train_on_digits
 from zooserve.models.weights import load_state_dict_strict
+from zooserve.specs import ExportTarget, ModelSpec, Prepared, Weights
 
 MAX_BATCH = 256
 
@@ -29,8 +31,6 @@ def build_torchvision(spec: ModelSpec) -> nn.Module:
 
 def build_tiny(spec: ModelSpec) -> nn.Module:
     """Few-channel versions of the torchvision classes: same forward(), same dense conversion."""
-    from torchvision.models import densenet, resnet, vgg
-
     arch, n = spec.options["arch"], spec.num_classes
     if arch == "tiny_vgg":
         m = vgg.VGG(vgg.make_layers([8, "M", 16, "M", 16, 16, "M", 32, "M", 32, "M"], batch_norm=True), n)
@@ -69,59 +69,31 @@ def _shrink_classifier(m: nn.Module, in_features: int, hidden: int, pool: int) -
 
 def build_module(spec: ModelSpec) -> nn.Module:
     if spec.family == "lenet":
-        from zooserve.models.lenet import LeNet5
-
         return LeNet5(spec.num_classes)
     return build_tiny(spec) if spec.tiny else build_torchvision(spec)
 
 
-def load_classifier(spec: ModelSpec, weights: Path | None) -> tuple[nn.Module, str, dict[str, Any]]:
+def load_classifier(spec: ModelSpec, weights: Path | None) -> tuple[nn.Module, Weights, dict[str, Any]]:
     """The eval-mode module with its weights, the weights status and build facts to record."""
     torch.manual_seed(0)  # random weights are reproducible
     model = build_module(spec)
     facts: dict[str, Any] = {}
     if weights is not None:
         load_state_dict_strict(model, weights, ignore=spec.options.get("ignore_keys", ()))
-        status = "user"
-    elif spec.default_weights == "trained-demo":
-        from zooserve.models.lenet import train_on_digits
-
+        status = Weights.USER
+    elif spec.default_weights == Weights.TRAINED_DEMO:
         facts = train_on_digits(model)
-        status = "trained-demo"
+        status = Weights.TRAINED_DEMO
     else:
-        status = "random"
+        status = Weights.RANDOM
     return model.eval(), status, facts
 
 
-def min_dense_side(dense: nn.Module, channels: int, native: int) -> int:
-    """Smallest input side whose score map is at least 2x2: torch.export specialises a size-1 map,
-    so the dense artifact's dynamic range starts here (the plain model covers the native size)."""
-    side = native
-    with torch.no_grad():
-        while dense(torch.zeros(1, channels, side, side)).shape[-1] < 2:
-            side += 8
-    return side
-
-
-def prepare_classifier(
-    spec: ModelSpec, weights: Path | None = None, dense: bool = False, **_: Any
-) -> Prepared:
-    """Targets: ``model`` (dynamic batch) and, with ``dense``, ``dense``: the FC-to-conv network with
-    dynamic batch, height and width, returning class score maps."""
+def prepare_classifier(spec: ModelSpec, weights: Path | None = None, **_: Any) -> Prepared:
+    """One target, ``model``, with a dynamic batch dimension (``--dense`` adds its FC-to-conv
+    form at export time: ``zooserve.export.dense``)."""
     model, status, facts = load_classifier(spec, weights)
     assert spec.input is not None
     side, ch = spec.input.size, spec.input.channels
-    targets = {
-        "model": ExportTarget(model, (torch.randn(2, ch, side, side),), ({0: ("batch", 1, MAX_BATCH)},))
-    }
-    if dense:
-        from zooserve.export.dense import to_fully_convolutional
-
-        fcn = to_fully_convolutional(model, spec.family).eval()
-        lo = min_dense_side(fcn, ch, side)
-        dyn = {0: ("batch", 1, MAX_BATCH), 2: ("height", lo, 4 * side), 3: ("width", lo, 4 * side)}
-        targets["dense"] = ExportTarget(fcn, (torch.randn(2, ch, lo + 8, lo + 16),), (dyn,))
-        facts |= {"dense_min_side": lo, "dense_max_side": 4 * side}
-    return Prepared(
-        targets=targets, weights=status, labels=labels_for(spec), metadata={"dense": dense, **facts}
-    )
+    target = ExportTarget(model, (torch.randn(2, ch, side, side),), ({0: ("batch", 1, MAX_BATCH)},))
+    return Prepared(targets={"model": target}, weights=status, labels=labels_for(spec), metadata=facts)

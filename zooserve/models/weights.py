@@ -35,8 +35,8 @@ def load_state_dict_strict(model: nn.Module, path: Path, ignore: tuple[str, ...]
     missing, unexpected = sorted(expected - given), sorted(given - expected)
     if missing or unexpected:
         raise WeightsError(
-            f"{path} does not match this architecture: "
-            f"{len(missing)} missing keys {_few(missing)}, {len(unexpected)} unexpected keys {_few(unexpected)}"
+            f"{path} does not match this architecture: {len(missing)} missing keys {_few(missing)}, "
+            f"{len(unexpected)} unexpected keys {_few(unexpected)}"
         )
     try:
         model.load_state_dict(state, strict=True)

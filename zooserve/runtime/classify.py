@@ -6,6 +6,7 @@ flipped copies in the same forward).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,20 +15,11 @@ from torchvision.transforms.v2 import functional as F
 
 from zooserve.errors import ConfigError, ImageTooLarge, InvalidParameter
 from zooserve.export.dense import scores_from_map
-from zooserve.models.specs import EVALUATIONS, InputSpec
+from zooserve.models.preprocess import normalize, resize_batch
 from zooserve.runtime.bundle import Bundle
-from zooserve.runtime.images import (
-    DEFAULT_MAX_PIXELS,
-    check_header,
-    decode_image_bytes,
-    decode_jpegs_on_gpu,
-    image_bytes,
-    normalize,
-    resize_batch,
-)
+from zooserve.runtime.images import check_header, decode_image_bytes, decode_jpegs_on_gpu, image_bytes
 from zooserve.runtime.pipeline import Pipeline, Request
-
-DEFAULT_BATCH_PIXELS = 400_000_000  # decoded pixels one batch may hold (~1.2 GB as uint8 RGB)
+from zooserve.specs import Evaluation
 
 
 @dataclass
@@ -52,7 +44,7 @@ def request_topk(request: Request, default: int, limit: int) -> int:
     return k
 
 
-def topk_predictions(probs: torch.Tensor, ks: list[int], labels: list[str]) -> list[list[dict[str, Any]]]:
+def topk_predictions(probs: torch.Tensor, ks: list[int], labels: Sequence[str]) -> list[list[dict[str, Any]]]:
     """One batched topk, then the JSON lists (``probs`` is (N, classes))."""
     values, indices = probs.float().topk(max(ks), dim=1)
     vals, idxs = values.tolist(), indices.tolist()
@@ -67,22 +59,22 @@ def topk_predictions(probs: torch.Tensor, ks: list[int], labels: list[str]) -> l
 
 class ClassifyPipeline(Pipeline):
     def __init__(self, bundle: Bundle) -> None:
+        manifest, opts = bundle.manifest, bundle.options
+        assert manifest.input is not None
         self.bundle = bundle
         self.model_name = bundle.name
         self.model = bundle.modules["model"]
         self.dense_model = bundle.modules.get("dense")
-        self.spec = InputSpec.from_json(bundle.meta["input"])
-        self.labels: list[str] = bundle.meta["labels"]
-        self.topk = min(int(bundle.option("topk", 5)), len(self.labels))
-        self.evaluation = bundle.option("evaluation", "center")
-        self.scales = [int(s) for s in bundle.option("scales", [])]
-        self.flip = bool(bundle.option("flip", True))
-        self.max_pixels = int(bundle.option("max_pixels", DEFAULT_MAX_PIXELS))
-        self.batch_pixels = int(bundle.option("max_batch_pixels", DEFAULT_BATCH_PIXELS))
+        self.spec = manifest.input
+        self.labels = manifest.labels
+        self.topk = min(opts.topk, len(self.labels))
+        self.evaluation = opts.evaluation
+        self.scales = opts.scales
+        self.flip = opts.flip
+        self.max_pixels = opts.max_pixels
+        self.batch_pixels = opts.max_batch_pixels
         self.gpu_decode = bundle.device.type == "cuda" and self.spec.channels == 3
-        if self.evaluation not in EVALUATIONS:
-            raise ConfigError(f"evaluation must be one of {EVALUATIONS}, got {self.evaluation!r}")
-        if self.evaluation == "dense" and (self.dense_model is None or not self.scales):
+        if self.evaluation == Evaluation.DENSE and (self.dense_model is None or not self.scales):
             raise ConfigError("evaluation 'dense' needs an archive built with --dense (the FC-to-conv model)")
 
     def decode(self, request: Request) -> Item:
@@ -116,9 +108,9 @@ class ClassifyPipeline(Pipeline):
         if len(items) > 1 and pixels > self.batch_pixels:
             raise ImageTooLarge("batch exceeds the pixel budget")  # run_batch retries one by one
         images = self._images(items)
-        if self.evaluation == "center":
+        if self.evaluation == Evaluation.CENTER:
             return [normalize(resize_batch(images, self.spec), self.spec)]
-        if self.evaluation == "tencrop":
+        if self.evaluation == Evaluation.TENCROP:
             side = self.spec.resize or self.spec.size
             crops = F.ten_crop(resize_batch(images, self.spec, crop=side), [self.spec.size, self.spec.size])
             batch = torch.stack(crops, dim=1).flatten(0, 1)  # (N*10, C, S, S), image-major
@@ -129,10 +121,10 @@ class ClassifyPipeline(Pipeline):
     @torch.inference_mode()
     def forward(self, inputs: list[torch.Tensor]) -> torch.Tensor:
         """Class posteriors (N, classes), averaged over crops / scales / flips as the mode says."""
-        if self.evaluation == "tencrop":
+        if self.evaluation == Evaluation.TENCROP:
             probs = self._probs(inputs[0])
             return probs.view(-1, 10, probs.shape[-1]).mean(dim=1)
-        if self.evaluation == "center":
+        if self.evaluation == Evaluation.CENTER:
             return self._probs(inputs[0])
         total = None
         for x in inputs:
@@ -149,6 +141,6 @@ class ClassifyPipeline(Pipeline):
     def postprocess(self, outputs: torch.Tensor, items: list[Item]) -> list[dict[str, Any]]:
         preds = topk_predictions(outputs.cpu(), [it.topk for it in items], self.labels)
         return [
-            {"model": self.model_name, "weights": self.bundle.meta["weights"], "predictions": p}
+            {"model": self.model_name, "weights": self.bundle.manifest.weights.value, "predictions": p}
             for p in preds
         ]

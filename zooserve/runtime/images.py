@@ -1,28 +1,21 @@
-"""Image decode and batched preprocessing, shared by every image task.
-
-decode: header check (size budget, format) -> torchvision decoder (PIL only for formats torchvision
-cannot read) -> uint8 CHW. preprocess: images with the same shape are resized together, then one
-crop, one dtype conversion and one normalisation for the whole batch.
-"""
+"""Image decode for every image task: header check (size budget, format) -> torchvision decoder
+(Pillow for the formats torchvision cannot read safely) -> uint8 CHW. Preprocessing of decoded
+images lives with the model's input spec: ``zooserve.models.preprocess``."""
 
 from __future__ import annotations
 
 import io
 import warnings
-from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from PIL import Image
-from torchvision.io import ImageReadMode, decode_image
+from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 from torchvision.transforms.v2 import functional as F
 
 from zooserve.errors import EmptyBody, ImageTooLarge, InvalidImage, UnsupportedMediaType
-from zooserve.models.specs import InputSpec
 from zooserve.runtime.pipeline import Request
 
-DEFAULT_MAX_PIXELS = 40_000_000  # 8K photos pass; a 30000x30000 "bomb" does not
 # PNG goes through Pillow: torchvision 0.29's decode_png crashes the process (SIGSEGV) on some
 # corrupt IDAT streams, which would take down every request of the worker's batch.
 TORCHVISION_FORMATS = {"JPEG", "GIF", "WEBP"}
@@ -41,7 +34,7 @@ def image_bytes(request: Request) -> bytes:
     return bytes(body)
 
 
-def check_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
+def check_header(data: bytes, max_pixels: int) -> str:
     """The image format, after checking the declared size against the pixel budget."""
     fmt, (width, height) = _probe(data)
     if width * height > max_pixels:
@@ -52,8 +45,6 @@ def check_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
 def decode_jpegs_on_gpu(datas: Sequence[bytes], device: torch.device) -> list[torch.Tensor]:
     """nvJPEG: the whole batch's JPEGs in one ``decode_jpeg`` call, straight into GPU memory.
     A corrupt file fails the call; run_batch then retries one by one, which names the culprit."""
-    from torchvision.io import decode_jpeg
-
     buffers = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
     try:
         return list(decode_jpeg(buffers, mode=ImageReadMode.RGB, device=device))
@@ -61,7 +52,7 @@ def decode_jpegs_on_gpu(datas: Sequence[bytes], device: torch.device) -> list[to
         raise InvalidImage(f"cannot decode JPEG image: {_first_line(e)}") from None
 
 
-def decode_image_bytes(data: bytes, channels: int = 3, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+def decode_image_bytes(data: bytes, channels: int, max_pixels: int) -> torch.Tensor:
     """uint8 tensor (channels, H, W). Bad bytes raise InvalidImage/UnsupportedMediaType/ImageTooLarge."""
     fmt = check_header(data, max_pixels)
     mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
@@ -111,41 +102,3 @@ def _decode_with_pil(data: bytes, channels: int) -> torch.Tensor:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0][:200] if text else type(e).__name__
-
-
-def resize_batch(
-    images: Sequence[torch.Tensor], spec: InputSpec, crop: int | None = None, resize: int | None = None
-) -> torch.Tensor:
-    """uint8 (N, C, crop, crop): torchvision's Resize(resize) + CenterCrop(crop), or a stretch to
-    crop x crop when there is no resize side. Defaults come from the spec; same-shaped images are
-    resized in one call."""
-    crop = crop or spec.size
-    resize = resize or spec.resize
-    out: list[Any] = [None] * len(images)
-    groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
-    for i, img in enumerate(images):
-        groups[tuple(img.shape)].append(i)
-    for shape, idx in groups.items():
-        stack = images[idx[0]].unsqueeze(0) if len(idx) == 1 else torch.stack([images[i] for i in idx])
-        if resize is None:
-            stack = F.resize(stack, [crop, crop], antialias=True)
-        else:
-            if min(shape[1:]) != resize:
-                stack = F.resize(stack, resize, antialias=True)
-            stack = F.center_crop(stack, [crop, crop])
-        for j, i in enumerate(idx):
-            out[i] = stack[j]
-    return torch.stack(out)
-
-
-def normalize(batch: torch.Tensor, spec: InputSpec, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> normalised float, in one pass over the batch."""
-    x = batch.to(dtype, memory_format=torch.contiguous_format).div_(255.0)
-    if spec.invert_light_background:
-        # bright border means dark ink on light paper: invert those images to the training polarity
-        border = torch.cat([x[:, :, 0], x[:, :, -1], x[:, :, :, 0], x[:, :, :, -1]], dim=2).mean(dim=(1, 2))
-        light = (border > 0.5).view(-1, 1, 1, 1)
-        x = torch.where(light, 1.0 - x, x)
-    mean = torch.tensor(spec.mean, dtype=dtype, device=x.device).view(1, -1, 1, 1)
-    std = torch.tensor(spec.std, dtype=dtype, device=x.device).view(1, -1, 1, 1)
-    return x.sub_(mean).div_(std)

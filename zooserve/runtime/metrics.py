@@ -3,7 +3,7 @@
 Why prometheus-client and not TorchServe's metrics API: TorchServe's Prometheus histograms use
 fixed default buckets and cannot express a batch-size distribution. TorchServe runs each worker as
 its own process, so we use prometheus-client's multiprocess mode: workers write to
-``$PROMETHEUS_MULTIPROC_DIR`` and ``zooserve.exporter`` serves the merged view (port 8083 by
+``$PROMETHEUS_MULTIPROC_DIR`` and ``zooserve.serving.exporter`` serves the merged view (port 8083 by
 default) next to TorchServe's own metrics on 8082. Without that variable (tests, notebooks) the
 metrics live in the process registry.
 """
@@ -25,9 +25,11 @@ BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256)
 STAGES = ("decode", "preprocess", "inference", "postprocess", "handler")
 
 STAGE_SECONDS = Histogram(
-    "zooserve_stage_seconds", "Time spent per handler stage for one batch", ["model", "stage"],
+    "zooserve_stage_seconds",
+    "Time spent per handler stage for one batch",
+    ["model", "stage"],
     buckets=SECONDS_BUCKETS,
-)  # fmt: skip
+)
 BATCH_SIZE = Histogram(
     "zooserve_batch_size", "Requests per batch formed by TorchServe", ["model"], buckets=BATCH_BUCKETS
 )

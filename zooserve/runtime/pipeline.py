@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from zooserve.errors import InferenceFailed, RequestError, ZooError
+from zooserve.errors import InferenceFailed, RequestError, ServiceError
 from zooserve.runtime import metrics
 
 
@@ -80,14 +80,16 @@ def run_batch(pipeline: Pipeline, requests: Sequence[Request]) -> list[Response]
             bodies = _stages(pipeline, items)
         except RequestError as e:  # a batch-level request limit (e.g. pixel budget): split and retry
             bodies = _one_by_one(pipeline, items) if len(items) > 1 else [e]
-        except ZooError as e:
+        except ServiceError as e:
             bodies = [e] * len(items)
         except Exception as e:  # noqa: BLE001 - a model bug must not look like a client error
             err = InferenceFailed(f"{type(e).__name__}: {e}")
             bodies = [err] * len(items)
         for pos, body in zip(positions, bodies, strict=True):
             responses[pos] = (
-                Response(body.status, body.to_json()) if isinstance(body, ZooError) else Response(200, body)
+                Response(body.status, body.to_json())
+                if isinstance(body, ServiceError)
+                else Response(200, body)
             )
     metrics.observe_batch(model, len(requests), time.perf_counter() - t0, [r.status for r in responses if r])
     return [r for r in responses if r is not None]
@@ -108,6 +110,6 @@ def _one_by_one(pipeline: Pipeline, items: list[Any]) -> list[Any]:
     for item in items:
         try:
             out.extend(_stages(pipeline, [item]))
-        except ZooError as e:
+        except ServiceError as e:
             out.append(e)
     return out

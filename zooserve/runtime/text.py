@@ -12,13 +12,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer
 
 from zooserve.errors import EmptyBody, InvalidJSON, InvalidText, PayloadTooLarge
 from zooserve.runtime.bundle import Bundle
 from zooserve.runtime.classify import request_topk, topk_predictions
 from zooserve.runtime.pipeline import Pipeline, Request
-
-DEFAULT_MAX_TEXT_BYTES = 65536
 
 
 @dataclass
@@ -79,22 +78,20 @@ def _text_field(body: Any) -> Any:
 
 class TextPipeline(Pipeline):
     def __init__(self, bundle: Bundle) -> None:
-        from tokenizers import Tokenizer
-
-        meta = bundle.meta.get("metadata", {})
+        meta = bundle.manifest.metadata
         self.bundle = bundle
         self.model_name = bundle.name
         self.model = bundle.modules["model"]
-        self.labels: list[str] = bundle.meta["labels"]
-        self.topk = min(int(bundle.option("topk", 5)), len(self.labels))
-        self.max_bytes = int(bundle.option("max_text_bytes", DEFAULT_MAX_TEXT_BYTES))
-        self.max_length = int(meta.get("max_length", 512))
-        self.pad_multiple = int(meta.get("pad_multiple", 8))
+        self.labels = bundle.manifest.labels
+        self.topk = min(bundle.options.topk, len(self.labels))
+        self.max_bytes = bundle.options.max_text_bytes
+        self.max_length = int(meta["max_length"])
+        self.pad_multiple = int(meta["pad_multiple"])
         self.tokenizer = Tokenizer.from_file(str(bundle.root / "tokenizer.json"))
         self.tokenizer.enable_truncation(self.max_length)
         self.tokenizer.enable_padding(
-            pad_id=int(meta.get("pad_token_id", 0)),
-            pad_token=str(meta.get("pad_token", "[PAD]")),
+            pad_id=int(meta["pad_token_id"]),
+            pad_token=str(meta["pad_token"]),
             pad_to_multiple_of=self.pad_multiple,
         )
 
@@ -127,7 +124,7 @@ class TextPipeline(Pipeline):
         return [
             {
                 "model": self.model_name,
-                "weights": self.bundle.meta["weights"],
+                "weights": self.bundle.manifest.weights.value,
                 "predictions": p,
                 "truncated": it.truncated,
             }

@@ -5,7 +5,7 @@ TorchServe runs every model worker as its own Python process, so the handlers re
 ``$PROMETHEUS_MULTIPROC_DIR`` (see ``zooserve.runtime.metrics``). This process merges those files
 on every scrape and serves them over HTTP, next to TorchServe's own metrics endpoint::
 
-    python -m zooserve.exporter --port 8083 --dir "$PROMETHEUS_MULTIPROC_DIR" [--bind 127.0.0.1]
+    python -m zooserve.serving.exporter --port 8083 --dir "$PROMETHEUS_MULTIPROC_DIR" [--bind 127.0.0.1]
 
 It records nothing itself. ``zooserve serve`` starts it; the container entrypoint does too.
 """
@@ -19,15 +19,15 @@ import sys
 import threading
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.multiprocess import MultiProcessCollector
+
 DEFAULT_PORT = 8083
 DEFAULT_BIND = "127.0.0.1"
 
 
 def make_registry(directory: str | os.PathLike[str]):
     """A fresh registry that reads the multiprocess files in ``directory`` at collect time."""
-    from prometheus_client import CollectorRegistry
-    from prometheus_client.multiprocess import MultiProcessCollector
-
     registry = CollectorRegistry(auto_describe=False)
     MultiProcessCollector(registry, path=str(directory))
     return registry
@@ -38,8 +38,6 @@ def serve(port: int, directory: str | os.PathLike[str], bind: str = DEFAULT_BIND
 
     ``server.shutdown()`` stops it. Every path answers with the metrics (``/metrics`` included).
     """
-    from prometheus_client import start_http_server
-
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
     if not os.access(path, os.R_OK | os.X_OK):
@@ -49,7 +47,7 @@ def serve(port: int, directory: str | os.PathLike[str], bind: str = DEFAULT_BIND
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m zooserve.exporter",
+        prog="python -m zooserve.serving.exporter",
         description="Serve zooserve handler metrics (prometheus-client multiprocess files) over HTTP.",
     )
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})")
@@ -71,14 +69,16 @@ def main(argv: list[str] | None = None) -> int:
         server, _thread = serve(args.port, args.dir, args.bind)
     except OSError as exc:  # port in use, bad address, unreadable directory
         print(
-            f"zooserve.exporter: cannot serve on {args.bind}:{args.port} from {args.dir}: {exc}",
+            f"zooserve.serving.exporter: cannot serve on {args.bind}:{args.port} from {args.dir}: {exc}",
             file=sys.stderr,
         )
         return 2
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    print(f"zooserve.exporter: serving {args.dir} on http://{args.bind}:{args.port}/metrics", flush=True)
+    print(
+        f"zooserve.serving.exporter: serving {args.dir} on http://{args.bind}:{args.port}/metrics", flush=True
+    )
     stop.wait()
     server.shutdown()
     return 0

@@ -18,13 +18,14 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field, fields, replace
+from importlib import resources
 from pathlib import Path
 
-import requests
+import ts
 
 from zooserve.errors import ServerError
+from zooserve.serving.management import Management
 
-CONFIG_TEMPLATE = Path(__file__).resolve().parents[1] / "build" / "config.properties"
 KEY_FILE = "key_file.json"
 
 
@@ -68,9 +69,10 @@ class ServerConfig:
 
 
 def render_properties(cfg: ServerConfig) -> dict[str, str]:
-    """build/config.properties with this run's bind address, ports and auth applied."""
+    """The packaged config.properties template with this run's bind address, ports and auth."""
     props: dict[str, str] = {}
-    for line in CONFIG_TEMPLATE.read_text("utf-8").splitlines():
+    template = resources.files("zooserve.serving").joinpath("config.properties").read_text("utf-8")
+    for line in template.splitlines():
         if line.strip() and not line.lstrip().startswith("#") and "=" in line:
             key, value = line.split("=", 1)
             props[key.strip()] = value.strip()
@@ -93,8 +95,6 @@ def render_properties(cfg: ServerConfig) -> dict[str, str]:
 
 
 def _java_command(config_file: Path, cfg: ServerConfig, models: list[str]) -> list[str]:
-    import ts
-
     ts_home = Path(ts.__file__).resolve().parents[1]
     java = shutil.which(
         "java",
@@ -120,7 +120,8 @@ def archives(cfg: ServerConfig, names: list[str]) -> list[str]:
     missing = [n for n in names if n not in available]
     if missing:
         raise ServerError(
-            f"no archive for {', '.join(missing)} in {cfg.model_store}: run `zooserve build {' '.join(missing)}`"
+            f"no archive for {', '.join(missing)} in {cfg.model_store}: "
+            f"run `zooserve build {' '.join(missing)}`"
         )
     chosen = names or available
     if not chosen:
@@ -170,16 +171,32 @@ def start(
     }
     with open(cfg.log_dir / "exporter.log", "ab") as log:
         exporter = subprocess.Popen(
-            [sys.executable, "-m", "zooserve.exporter", "--port", str(cfg.ports.exporter), "--bind", cfg.bind,
-             "--dir", str(cfg.metrics_dir.resolve())],
-            env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "zooserve.serving.exporter",
+                "--port",
+                str(cfg.ports.exporter),
+                "--bind",
+                cfg.bind,
+                "--dir",
+                str(cfg.metrics_dir.resolve()),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+        )
     _pid_file(cfg, "exporter").write_text(str(exporter.pid))
     with open(cfg.log_dir / "stdout.log", "ab") as out:
         proc = subprocess.Popen(
-            _java_command(config_file.resolve(), cfg, mars), cwd=cfg.run_dir, env=env,
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            _java_command(config_file.resolve(), cfg, mars),
+            cwd=cfg.run_dir,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     _pid_file(cfg, "torchserve").write_text(str(proc.pid))
     try:
         wait_ready(cfg, [m.split("=")[0] for m in mars], timeout, proc)
@@ -239,14 +256,8 @@ def wait_ready(
         if cfg.token_auth and not keys:
             time.sleep(0.5)
             continue
-        headers = {"Authorization": f"Bearer {keys['management']}"} if keys else {}
-        try:
-            for name in list(pending):
-                r = requests.get(f"{cfg.url('management')}/models/{name}", headers=headers, timeout=5)
-                if r.ok and any(w.get("status") == "READY" for w in r.json()[0].get("workers", [])):
-                    pending.remove(name)
-        except (requests.ConnectionError, requests.Timeout, ValueError, IndexError):
-            pass
+        mgmt = Management(cfg.url("management"), keys.get("management"), timeout=5)
+        pending = [name for name in pending if not mgmt.ready(name)]
         if pending:
             time.sleep(0.5)
 
@@ -308,5 +319,6 @@ def on_free_ports(cfg: ServerConfig) -> ServerConfig:
     return replace(cfg, ports=Ports(*free_ports(len(fields(Ports)))))
 
 
-def with_ports(cfg: ServerConfig, **ports: int) -> ServerConfig:
-    return replace(cfg, ports=replace(cfg.ports, **ports))
+def management(cfg: ServerConfig) -> Management:
+    """The management API client of a running server, with its token."""
+    return Management(cfg.url("management"), read_keys(cfg).get("management"))

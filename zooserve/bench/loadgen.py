@@ -21,6 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import grpc
+
+from zooserve.serving import grpc_stubs
+
 
 def loadgen_cpu() -> int:
     return max(os.sched_getaffinity(0))
@@ -52,13 +56,15 @@ def _run_child(cmd: list[str], timeout: float) -> tuple[str, float]:
     return text, usage.ru_utime + usage.ru_stime
 
 
-def run_ab(url: str, body: Path, token: str | None, concurrency: int, seconds: float,
-           requests: int | None = None) -> dict[str, Any]:  # fmt: skip
+def run_ab(
+    url: str, body: Path, token: str | None, concurrency: int, seconds: float, requests: int | None = None
+) -> dict[str, Any]:
     """``ab -k`` for ``seconds`` (or exactly ``requests``); rps, latency percentiles (ms), failures,
     ab's CPU seconds."""
     if shutil.which("ab") is None:
         raise RuntimeError("ApacheBench (ab) is not installed: apt-get install apache2-utils")
-    cmd = ["ab", "-k", "-q", "-c", str(concurrency), *(["-n", str(requests)] if requests else ["-t", f"{seconds:g}", "-n", "10000000"]), "-s", "120",
+    amount = ["-n", str(requests)] if requests else ["-t", f"{seconds:g}", "-n", "10000000"]
+    cmd = ["ab", "-k", "-q", "-c", str(concurrency), *amount, "-s", "120",
            "-p", str(body), "-T", "application/octet-stream"]  # fmt: skip
     if token:
         cmd += ["-H", f"Authorization: Bearer {token}"]
@@ -74,16 +80,21 @@ def run_ab(url: str, body: Path, token: str | None, concurrency: int, seconds: f
     non2xx = int(num(r"^Non-2xx responses:\s+(\d+)"))
     failed = int(num(r"^Failed requests:\s+(\d+)"))
     return {
-        "requests": done, "errors": non2xx + failed - int(num(r"\(Connect: \d+, Receive: \d+, Length: (\d+)")), "seconds": elapsed,
-        "rps": done / elapsed if elapsed else 0.0, "p50": pct.get(50), "p95": pct.get(95),
-        "p99": pct.get(99), "loadgen_cpu_s": cpu,
-    }  # fmt: skip
+        "requests": done,
+        "errors": non2xx + failed - int(num(r"\(Connect: \d+, Receive: \d+, Length: (\d+)")),
+        "seconds": elapsed,
+        "rps": done / elapsed if elapsed else 0.0,
+        "p50": pct.get(50),
+        "p95": pct.get(95),
+        "p99": pct.get(99),
+        "loadgen_cpu_s": cpu,
+    }
 
 
 def run_grpc(
     target: str, model: str, body: Path, token: str | None, concurrency: int, seconds: float
 ) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "zooserve.benchmarks.loadgen", "--target", target, "--model", model,
+    cmd = [sys.executable, "-m", "zooserve.bench.loadgen", "--target", target, "--model", model,
            "--body", str(body), "--concurrency", str(concurrency), "--seconds", f"{seconds:g}"]  # fmt: skip
     env_token = ["--token", token] if token else []
     text, cpu = _run_child([*cmd, *env_token], timeout=seconds + 150)
@@ -91,12 +102,9 @@ def run_grpc(
     return result | {"loadgen_cpu_s": cpu}
 
 
-async def _grpc_load(target: str, model: str, data: bytes, token: str | None, concurrency: int,
-                     seconds: float) -> dict[str, Any]:  # fmt: skip
-    import grpc
-
-    from zooserve import grpc_stubs
-
+async def _grpc_load(
+    target: str, model: str, data: bytes, token: str | None, concurrency: int, seconds: float
+) -> dict[str, Any]:
     pb2, pb2_grpc = grpc_stubs.load("inference_pb2"), grpc_stubs.load("inference_pb2_grpc")
     request = pb2.PredictionsRequest(model_name=model, input={"data": data})
     metadata = (("authorization", f"Bearer {token}"),) if token else ()
@@ -129,8 +137,15 @@ async def _grpc_load(target: str, model: str, data: bytes, token: str | None, co
     def pct(p: float) -> float | None:
         return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] * 1e3 if latencies else None
 
-    return {"requests": len(latencies), "errors": errors, "seconds": elapsed, "rps": len(latencies) / elapsed,
-            "p50": pct(50), "p95": pct(95), "p99": pct(99)}  # fmt: skip
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "seconds": elapsed,
+        "rps": len(latencies) / elapsed,
+        "p50": pct(50),
+        "p95": pct(95),
+        "p99": pct(99),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from matplotlib.figure import Figure
+
 Rows = list[dict[str, Any]]
 
 
@@ -24,8 +26,8 @@ SERVED_COLS = [("variant", "server"), ("proto", "proto"), ("concurrency", "concu
                ("errors", "errors"), ("loadgen_cpu_pct", "load gen CPU % of 1 core")]  # fmt: skip
 STAGE_COLS = [("variant", "server"), ("proto", "proto"), ("concurrency", "concurrency"),
               ("batch_mean", "mean batch"), ("decode_ms", "decode"), ("preprocess_ms", "preprocess"),
-              ("inference_ms", "inference"), ("postprocess_ms", "postprocess"), ("handler_ms", "handler total"),
-              ("handler_share", "handler busy %")]  # fmt: skip
+              ("inference_ms", "inference"), ("postprocess_ms", "postprocess"),
+              ("handler_ms", "handler total"), ("handler_share", "handler busy %")]  # fmt: skip
 SWEEP_COLS = [("batch_size", "batchSize"), ("delay_ms", "maxBatchDelay ms"), ("concurrency", "concurrency"),
               ("rps", "req/s"), ("p50", "p50 ms"), ("p95", "p95 ms"), ("p99", "p99 ms"),
               ("batch_mean", "mean batch"), ("errors", "errors")]  # fmt: skip
@@ -43,17 +45,12 @@ def enrich(rows: Rows) -> Rows:
 
 
 def plots(res: dict[str, Any], out: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     made = []
     served, model_rows = res.get("served", []), res.get("model_only", [])
     limit = max((r["items_per_s"] for r in model_rows if r["format"] == "aoti"), default=None)
     series = sorted({(r["variant"], r["proto"]) for r in served})
     if served:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig, ax = _subplots(figsize=(7, 4.5))
         for v, p in series:
             pts = sorted((r["concurrency"], r["rps"]) for r in served if (r["variant"], r["proto"]) == (v, p))
             ax.plot(*zip(*pts, strict=True), marker="o", label=f"{v} {p}")
@@ -66,7 +63,7 @@ def plots(res: dict[str, Any], out: Path) -> list[str]:
         made.append(_save(fig, out / "throughput_vs_concurrency.png"))
 
         concs = sorted({r["concurrency"] for r in served})
-        fig, axes = plt.subplots(1, len(concs), figsize=(4 * len(concs), 4.5), sharey=True, squeeze=False)
+        fig, axes = _subplots(1, len(concs), figsize=(4 * len(concs), 4.5), sharey=True, squeeze=False)
         for ax, c in zip(axes[0], concs, strict=True):
             rows = [r for r in served if r["concurrency"] == c]
             names = [f"{r['variant']}\n{r['proto']}" for r in rows]
@@ -79,7 +76,7 @@ def plots(res: dict[str, Any], out: Path) -> list[str]:
         made.append(_save(fig, out / "latency_percentiles.png"))
 
         if limit:
-            fig, ax = plt.subplots(figsize=(7, 4.5))
+            fig, ax = _subplots(figsize=(7, 4.5))
             for v, p in series:
                 pts = sorted(
                     (r["concurrency"], r["rps"] / limit)
@@ -94,7 +91,7 @@ def plots(res: dict[str, Any], out: Path) -> list[str]:
             ax.legend(fontsize=7)
             made.append(_save(fig, out / "served_vs_limit.png"))
     if model_rows:
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig, ax = _subplots(figsize=(6, 4))
         for fmt in dict.fromkeys(r["format"] for r in model_rows):
             pts = [(r["batch"], r["items_per_s"]) for r in model_rows if r["format"] == fmt]
             ax.plot(*zip(*pts, strict=True), marker="o", label=fmt)
@@ -103,7 +100,7 @@ def plots(res: dict[str, Any], out: Path) -> list[str]:
         ax.legend()
         made.append(_save(fig, out / "model_only.png"))
     if res.get("sweep"):
-        fig, ax = plt.subplots(figsize=(6, 4.5))
+        fig, ax = _subplots(figsize=(6, 4.5))
         for r in res["sweep"]:
             ax.errorbar(r["p50"], r["rps"], xerr=[[0], [max(r["p99"] - r["p50"], 0)]], fmt="o", capsize=3)
             ax.annotate(f"b{r['batch_size']} d{r['delay_ms']}", (r["p50"], r["rps"]), fontsize=7)
@@ -122,12 +119,15 @@ def _ticks(ax: Any, values: list[int]) -> None:
     ax.minorticks_off()
 
 
+def _subplots(*grid: int, figsize: tuple[float, float], **kwargs: Any) -> tuple[Figure, Any]:
+    """pyplot's subplots without pyplot's global state (no backend to pick, nothing to close)."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid, **kwargs)
+
+
 def _save(fig: Any, path: Path) -> str:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
     return path.name
 
 

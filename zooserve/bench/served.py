@@ -4,22 +4,23 @@ the pinned load generators, and read where the time went from the handler's stag
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-import re
 import subprocess
 import sys
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import requests
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
-from zooserve import server
-from zooserve.benchmarks import loadgen
-
-STAGES = ("decode", "preprocess", "inference", "postprocess", "handler")
+from zooserve.bench import loadgen
+from zooserve.export.archive import rewrite_config
+from zooserve.manifest import CONFIG_FILE, MANIFEST_FILE
+from zooserve.runtime.metrics import STAGES
+from zooserve.serving import server
 
 
 @contextlib.contextmanager
@@ -27,7 +28,7 @@ def running(
     store: Path, run_dir: Path, models: list[str], env: dict[str, str | None] | None = None
 ) -> Iterator[server.ServerConfig]:
     """A TorchServe for ``models``; ``env`` is set (None: unset) for the server and its workers only."""
-    cfg = server.ServerConfig(model_store=store, run_dir=run_dir, ports=server.Ports(*server.free_ports(6)))
+    cfg = server.on_free_ports(server.ServerConfig(model_store=store, run_dir=run_dir))
     saved = {k: os.environ.get(k) for k in env or {}}
     try:
         for k, v in (env or {}).items():
@@ -48,22 +49,30 @@ def running(
         server.stop(cfg)
 
 
-def stage_totals(cfg: server.ServerConfig, model: str) -> dict[str, float]:
-    """Cumulative zooserve_stage_seconds sums/counts and batch sizes for ``model`` (exporter port)."""
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a Prometheus text endpoint: (name, sorted labels) -> value ({} if unreachable)."""
     try:
-        text = requests.get(f"{cfg.url('exporter')}/metrics", timeout=5).text
+        text = requests.get(url, timeout=5).text
     except requests.RequestException:
         return {}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def stage_totals(cfg: server.ServerConfig, model: str) -> dict[str, float]:
+    """Cumulative zooserve_stage_seconds sums/counts and batch sizes for ``model`` (exporter port)."""
     out: dict[str, float] = {}
-    pat = re.compile(
-        r"^(zooserve_stage_seconds|zooserve_batch_size)_(sum|count)\{([^}]*)\} ([0-9.e+-]+)$", re.M
-    )
-    for metric, kind, labels, value in pat.findall(text):
-        lab = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+    for (name, labels), value in scrape(f"{cfg.url('exporter')}/metrics").items():
+        lab = dict(labels)
         if lab.get("model") != model:
             continue
-        key = f"{lab.get('stage', 'batch')}_{kind}" if metric == "zooserve_stage_seconds" else f"batch_{kind}"
-        out[key] = out.get(key, 0.0) + float(value)
+        for metric, key in (("zooserve_stage_seconds", lab.get("stage")), ("zooserve_batch_size", "batch")):
+            for kind in ("sum", "count"):
+                if name == f"{metric}_{kind}":
+                    out[f"{key}_{kind}"] = out.get(f"{key}_{kind}", 0.0) + value
     return out
 
 
@@ -78,8 +87,16 @@ def stage_breakdown(before: dict[str, float], after: dict[str, float]) -> dict[s
     return out
 
 
-def measure(cfg: server.ServerConfig, model: str, proto: str, concurrency: int, seconds: float, body: Path,
-            stages: bool = True, metric_model: str | None = None) -> dict[str, Any]:  # fmt: skip
+def measure(
+    cfg: server.ServerConfig,
+    model: str,
+    proto: str,
+    concurrency: int,
+    seconds: float,
+    body: Path,
+    stages: bool = True,
+    metric_model: str | None = None,
+) -> dict[str, Any]:
     """One load point; ``metric_model`` is the name our handler labels metrics with (the build's)."""
     token = server.read_keys(cfg).get("inference")
     label = metric_model or model
@@ -94,8 +111,11 @@ def measure(cfg: server.ServerConfig, model: str, proto: str, concurrency: int, 
     if stages:
         row |= stage_breakdown(before, stage_totals(cfg, label))
     row |= {"served": model, "proto": proto, "concurrency": concurrency}
-    print(f"[bench] {model} {proto} c{concurrency}: {row['rps']:.1f} req/s p50 {row['p50']} ms "
-          f"p99 {row['p99']} ms, errors {row['errors']}, loadgen cpu {row['loadgen_cpu_s']:.2f}s", flush=True)  # fmt: skip
+    print(
+        f"[bench] {model} {proto} c{concurrency}: {row['rps']:.1f} req/s p50 {row['p50']} ms "
+        f"p99 {row['p99']} ms, errors {row['errors']}, loadgen cpu {row['loadgen_cpu_s']:.2f}s",
+        flush=True,
+    )
     return row
 
 
@@ -116,68 +136,67 @@ def drain(cfg: server.ServerConfig, model: str, body: Path) -> None:
 # ---- archives: the stock handler's and batch-setting variants of ours ----------------------------
 def batch_settings(bundle: Path) -> dict[str, Any]:
     """TorchServe's own keys from our build's model-config.yaml (workers, batching, timeout)."""
-    cfg = yaml.safe_load((bundle / "model-config.yaml").read_text("utf-8"))
+    cfg = yaml.safe_load((bundle / CONFIG_FILE).read_text("utf-8"))
     return {k: v for k, v in cfg.items() if k != "zooserve"}
 
 
 def pack_stock(name: str, ts_bundle: Path, store: Path, work: Path) -> str:
     """``NAME.mar``: our TorchScript model.pt under TorchServe's stock ``image_classifier`` handler,
     with the same workers/batch settings and an index_to_name.json from our labels."""
-    import json
-
-    labels = json.loads((ts_bundle / "zooserve.json").read_text("utf-8"))["labels"]
+    labels = json.loads((ts_bundle / MANIFEST_FILE).read_text("utf-8"))["labels"]
     tmp = work / f"{name}_src"
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "index_to_name.json").write_text(json.dumps({str(i): lab for i, lab in enumerate(labels)}))
     (tmp / "model-config.yaml").write_text(yaml.safe_dump(batch_settings(ts_bundle), sort_keys=False))
-    cmd = [sys.executable, "-m", "model_archiver.model_packaging", "--model-name", name, "--version", "1.0",
-           "--serialized-file", str(ts_bundle / "model.pt"), "--handler", "image_classifier",
-           "--extra-files", str(tmp / "index_to_name.json"), "--config-file", str(tmp / "model-config.yaml"),
-           "--export-path", str(store), "--force"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "model_archiver.model_packaging",
+        "--model-name",
+        name,
+        "--version",
+        "1.0",
+        "--serialized-file",
+        str(ts_bundle / "model.pt"),
+        "--handler",
+        "image_classifier",
+        "--extra-files",
+        str(tmp / "index_to_name.json"),
+        "--config-file",
+        str(tmp / "model-config.yaml"),
+        "--export-path",
+        str(store),
+        "--force",
+    ]
     subprocess.run(cmd, check=True, capture_output=True)
     return name
 
 
-def pack_variant(src_mar: Path, name: str, batch_size: int, delay_ms: int) -> str:
-    """A copy of ``src_mar`` whose model-config.yaml has other batchSize/maxBatchDelay
-    (TorchServe takes them from the archive's yaml over registration parameters)."""
-    dst = src_mar.with_name(f"{name}.mar")
-    with zipfile.ZipFile(src_mar) as zin, zipfile.ZipFile(dst, "w") as zout:
-        for info in zin.infolist():
-            data = zin.read(info)
-            if info.filename == "model-config.yaml":
-                cfg = yaml.safe_load(data) | {"batchSize": batch_size, "maxBatchDelay": delay_ms}
-                data = yaml.safe_dump(cfg, sort_keys=False).encode()
-            zout.writestr(info, data)
-    return name
-
-
-def register(cfg: server.ServerConfig, name: str) -> None:
-    headers = {"Authorization": f"Bearer {server.read_keys(cfg)['management']}"}
-    r = requests.post(f"{cfg.url('management')}/models", headers=headers, timeout=600,
-                      params={"url": f"{name}.mar", "model_name": name, "initial_workers": 1, "synchronous": "true"})  # fmt: skip
-    r.raise_for_status()
-
-
-def unregister(cfg: server.ServerConfig, name: str) -> None:
-    headers = {"Authorization": f"Bearer {server.read_keys(cfg)['management']}"}
-    requests.delete(f"{cfg.url('management')}/models/{name}", headers=headers, timeout=120)
-
-
-def sweep(cfg: server.ServerConfig, src_mar: Path, points: list[tuple[int, int]], concurrency: int,
-          seconds: float, body: Path) -> list[dict[str, Any]]:  # fmt: skip
+def sweep(
+    cfg: server.ServerConfig,
+    src_mar: Path,
+    points: list[tuple[int, int]],
+    concurrency: int,
+    seconds: float,
+    body: Path,
+) -> list[dict[str, Any]]:
     """Throughput/latency for each (batchSize, maxBatchDelay) at one concurrency, over REST."""
     rows = []
+    mgmt = server.management(cfg)
     for bs, delay in points:
-        name = pack_variant(src_mar, f"{src_mar.stem}_b{bs}_d{delay}", bs, delay)
-        register(cfg, name)
+        name = f"{src_mar.stem}_b{bs}_d{delay}"
+        dst = src_mar.with_name(f"{name}.mar")
+        rewrite_config(
+            src_mar, dst, lambda c, bs=bs, delay=delay: c | {"batchSize": bs, "maxBatchDelay": delay}
+        )
+        mgmt.register(dst.name, name)
         try:
             warm(cfg, name, body, concurrency)
             row = measure(cfg, name, "rest", concurrency, seconds, body, metric_model=src_mar.stem)
             rows.append(row | {"batch_size": bs, "delay_ms": delay})
         finally:
-            unregister(cfg, name)
-            (src_mar.parent / f"{name}.mar").unlink(missing_ok=True)
+            mgmt.unregister(name)
+            dst.unlink(missing_ok=True)
     return rows
 
 

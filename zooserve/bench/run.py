@@ -4,22 +4,20 @@ batch sweep, extras for BERT/captioning; then tables, plots and the summary."""
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from zooserve.benchmarks import model_only, report, served, summary
-
-
-def _body(work: Path) -> Path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "client"))
-    from samples import photo_jpegs
-
-    path = work / "china.jpg"
-    path.write_bytes(photo_jpegs()["china.jpg"])
-    return path
+from zooserve.bench import captions, model_only, report, served, summary
+from zooserve.bench.samples import write_body
+from zooserve.bench.text import bench_padding
+from zooserve.manifest import Manifest
+from zooserve.models import registry
+from zooserve.runtime.bundle import load_bundle
+from zooserve.specs import Format, Task
 
 
 def _tag(rows: list[dict[str, Any]], **extra: Any) -> list[dict[str, Any]]:
@@ -34,11 +32,9 @@ def classify(name: str, a: argparse.Namespace, res: dict[str, Any], body: Path) 
         res["model_only"] += model_only.bench_model(name, a.formats, a.batches, a.model_seconds, work, store)
     if not parts & {"served", "stock", "sweep"}:
         return
-    aoti, ts = (model_only.artifact(name, f, work, store) for f in ("aoti", "torchscript"))
+    aoti, ts = (model_only.artifact(name, f, work, store) for f in (Format.AOTI, Format.TORCHSCRIPT))
     settings = served.batch_settings(aoti)
-    threads = str(
-        __import__("yaml").safe_load((aoti / "model-config.yaml").read_text())["zooserve"]["threads"]
-    )
+    threads = str(Manifest.read(aoti).serving.threads)
     res["settings"] |= {"batch_settings": settings, "threads": threads}
     conc, secs = a.concurrency, a.seconds
     ours_aoti, ours_ts = f"{name}_aoti", f"{name}_torchscript"
@@ -61,8 +57,10 @@ def classify(name: str, a: argparse.Namespace, res: dict[str, Any], body: Path) 
                 res["sweep"] += _tag(rows, model=name)
     if "stock" in parts:
         stock = served.pack_stock(f"{name}_stock", ts, store, work)
-        for variant, env in (("stock (default threads)", {"OMP_NUM_THREADS": None, "MKL_NUM_THREADS": None}),
-                             (f"stock (OMP_NUM_THREADS={threads})", {"OMP_NUM_THREADS": threads})):  # fmt: skip
+        for variant, env in (
+            ("stock (default threads)", {"OMP_NUM_THREADS": None, "MKL_NUM_THREADS": None}),
+            (f"stock (OMP_NUM_THREADS={threads})", {"OMP_NUM_THREADS": threads}),
+        ):
             with served.running(store, work / "run-stock", [stock], env=env) as cfg:
                 key = "stock_default" if "default" in variant else "stock_matched"
                 res["settings"] |= {key: variant, f"{key}_env": served.worker_threads_env(cfg) or None}
@@ -72,45 +70,50 @@ def classify(name: str, a: argparse.Namespace, res: dict[str, Any], body: Path) 
                     res["served"].append(row | {"model": name, "variant": variant})
 
 
-def extras(name: str, task: str, a: argparse.Namespace, res: dict[str, Any]) -> None:
+def extras(name: str, task: Task, a: argparse.Namespace, res: dict[str, Any]) -> None:
     """BERT padding and captioning benches run in-process (model-only): see notes in the summary."""
     store = a.work / "store"
-    bundle = model_only.artifact(name, "aoti", a.work, store)
-    from zooserve.runtime.bundle import load_bundle
-
-    b = load_bundle(bundle, device="cpu")
-    if task == "classify-text":
-        from zooserve.benchmarks.text_bench import bench_padding
-
+    b = load_bundle(model_only.artifact(name, Format.AOTI, a.work, store), device="cpu")
+    if task == Task.CLASSIFY_TEXT:
         res["text"] += bench_padding(b, a.model_seconds)
         res["notes"].append(
             "BERT padding: in-process preprocess+forward (text.py has no pad-to option to serve)."
         )
-    elif task == "caption":
-        from zooserve.runtime import caption_bench
-
-        r = caption_bench.run(bundle=b, batch=8, beam=3)
-        res["captions"].append({"model": name, "batch": r.batch, "beam": r.beam, "batched captions/s": r.batched_per_s,
-                                "per-image captions/s": r.loop_per_s, "speedup": r.speedup})  # fmt: skip
+    elif task == Task.CAPTION:
+        res["captions"].append(captions.run(bundle=b, batch=8, beam=3).row())
 
 
 def run(a: argparse.Namespace) -> dict[str, Any]:
-    from zooserve.models import registry
-
     t0 = time.time()
     a.work.mkdir(parents=True, exist_ok=True)
-    body = _body(a.work)
+    body = write_body(a.work, channels=3)
     res: dict[str, Any] = {
-        "command": "zooserve bench " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else a.command_line,
-        "machine": summary.machine(), "loadavg": Path("/proc/loadavg").read_text().strip(),
-        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "models": a.models, "model_only": [], "served": [],
-        "sweep": [], "text": [], "captions": [], "notes": [],
-        "settings": {"seconds": a.seconds, "seconds_model": a.model_seconds, "body_bytes": body.stat().st_size,
-                     "batch_settings": "-", "threads": "-", "stock_default": "-", "stock_matched": "-"},
-    }  # fmt: skip
+        "command": "zooserve bench " + shlex.join(sys.argv[2:])
+        if sys.argv[1:2] == ["bench"]
+        else a.command_line,
+        "machine": summary.machine(),
+        "loadavg": Path("/proc/loadavg").read_text().strip(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "models": a.models,
+        "model_only": [],
+        "served": [],
+        "sweep": [],
+        "text": [],
+        "captions": [],
+        "notes": [],
+        "settings": {
+            "seconds": a.seconds,
+            "seconds_model": a.model_seconds,
+            "body_bytes": body.stat().st_size,
+            "batch_settings": "-",
+            "threads": "-",
+            "stock_default": "-",
+            "stock_matched": "-",
+        },
+    }
     for name in a.models:
         task = registry.get(name).task
-        if task == "classify":
+        if task == Task.CLASSIFY:
             classify(name, a, res, body)
         elif a.what in ("model", "all"):
             extras(name, task, a, res)
@@ -119,8 +122,6 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def write(res: dict[str, Any], a: argparse.Namespace) -> None:
-    import json
-
     tables = report.write(res, a.out)
     (a.out / "results.json").write_text(json.dumps(res, indent=1, default=str), "utf-8")
     summary.write_summary(res, tables, a.summary, a.out)

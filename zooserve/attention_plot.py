@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 from PIL import Image
 
 PANEL = 224  # pixels per panel side
@@ -21,18 +22,14 @@ def render_attention(
     out_path: Path | str,
 ) -> Path:
     """Write a PNG grid: the image, then each token's (S x S) attention upsampled over the image."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on servers and in CI
-    from matplotlib import pyplot as plt
-
     if len(tokens) != len(attention):
         raise ValueError(f"{len(tokens)} tokens but {len(attention)} attention maps")
     with Image.open(io.BytesIO(image_bytes)) as im:
         image = np.asarray(im.convert("RGB").resize((PANEL, PANEL), Image.Resampling.LANCZOS))
     panels = len(tokens) + 1
     rows = math.ceil(panels / COLUMNS)
-    fig, axes = plt.subplots(rows, COLUMNS, figsize=(COLUMNS * 2.4, rows * 2.5), squeeze=False)
+    fig = Figure(figsize=(COLUMNS * 2.4, rows * 2.5))  # no pyplot: no global state, no display
+    axes = fig.subplots(rows, COLUMNS, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     axes.flat[0].imshow(image)
@@ -49,7 +46,6 @@ def render_attention(
     fig.tight_layout()
     out = Path(out_path)
     fig.savefig(out, dpi=100)
-    plt.close(fig)
     return out
 
 

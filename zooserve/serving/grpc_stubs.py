@@ -13,25 +13,22 @@ import zipfile
 from pathlib import Path
 from types import ModuleType
 
+import google.rpc  # googleapis-common-protos: provides google/rpc/status.proto
+import grpc_tools
+import ts
+from grpc_tools import protoc
+
 from zooserve.errors import ConfigError
 
 PROTOS = ("inference.proto", "management.proto", "open_inference_grpc.proto")
-OUT = Path(__file__).parent / "_proto"
+OUT = Path(__file__).resolve().parents[1] / "_proto"
 
 
 def _torchserve_jar() -> Path:
-    try:
-        import ts
-    except ImportError:
-        raise ConfigError("TorchServe is not installed: pip install -r requirements.txt") from None
     return Path(ts.__file__).parent / "frontend" / "model-server.jar"
 
 
 def generate(out: Path = OUT) -> Path:
-    import google.rpc  # googleapis-common-protos: provides google/rpc/status.proto
-    import grpc_tools
-    from grpc_tools import protoc
-
     out.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(_torchserve_jar()) as jar:
         for name in PROTOS:
@@ -52,7 +49,7 @@ def generate(out: Path = OUT) -> Path:
         if protoc.main(args) != 0:
             raise ConfigError(f"protoc failed on {name}")
     (out / "__init__.py").write_text(
-        '"""Generated from TorchServe\'s protos by zooserve.grpc_stubs; do not edit."""\n'
+        '"""Generated from TorchServe\'s protos by zooserve.serving.grpc_stubs; do not edit."""\n'
     )
     return out
 

@@ -1,13 +1,18 @@
-"""``zooserve bench``: model-only limit, served REST/gRPC, stock TorchServe handler, batch sweep.
-
-Imports stay light here (argparse/pathlib): cli.py builds this parser on every command.
-The work lives in ``zooserve.benchmarks``.
-"""
+"""``zooserve bench``: model-only limit, served REST/gRPC, stock TorchServe handler, batch sweep,
+and the precision comparison. The work lives in the other modules of ``zooserve.bench``."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from zooserve.bench import precision, run
+from zooserve.bench.model_only import EAGER
+from zooserve.errors import UserError
+from zooserve.models import registry
+from zooserve.specs import Format
+
+WHAT = ("model", "served", "stock", "sweep", "all", "precision")
 
 
 def _ints(text: str) -> list[int]:
@@ -20,7 +25,7 @@ def _points(text: str) -> list[tuple[int, int]]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", choices=["model", "served", "stock", "sweep", "all"])
+    p.add_argument("what", choices=WHAT, help="precision: fp32/bf16/int8 model-only and served vs stock")
     p.add_argument("models", nargs="*", metavar="MODEL", help="default: resnet50")
     p.add_argument("--formats", default="eager,torchscript,aoti", help="model-only formats")
     p.add_argument("--batches", default="1,8,16,32", help="model-only batch sizes")
@@ -35,8 +40,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    from zooserve.errors import UserError
-
     a = args
     try:
         a.formats = [f for f in a.formats.split(",") if f]
@@ -46,17 +49,16 @@ def main(args: argparse.Namespace) -> None:
     if a.quick:
         a.seconds = min(a.seconds, 3.0)
         a.batches, a.concurrency, a.sweep = a.batches[:2], a.concurrency[:2], a.sweep[:2]
-    unknown = [f for f in a.formats if f not in ("eager", "torchscript", "aoti", "tensorrt")]
+    unknown = [f for f in a.formats if f != EAGER and f not in set(Format)]
     if unknown or not (a.batches and a.concurrency) or a.seconds <= 0:
         raise UserError(f"bad bench options: formats {unknown or a.formats}, seconds {a.seconds}")
     a.models = a.models or ["resnet50"]
-    from zooserve.models import registry
-
     for name in a.models:
         registry.get(name)  # unknown names: a clear UserError
     a.model_seconds = a.model_seconds or max(0.5, a.seconds / 4)
     a.sweep_seconds = a.seconds * 2 / 3
     a.command_line = "zooserve bench " + a.what + " " + " ".join(a.models)
-    from zooserve.benchmarks import run
-
-    run.write(run.run(a), a)
+    if a.what == "precision":
+        precision.run(a)
+    else:
+        run.write(run.run(a), a)

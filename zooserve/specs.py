@@ -1,9 +1,11 @@
-"""The data types the registry is made of. Plain dataclasses: no torch import at module level."""
+"""The vocabulary every layer shares: tasks, formats, precisions, and the dataclasses the registry,
+the build and the runtime are made of. Plain data; ``torch`` only for type hints."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,9 +15,48 @@ if TYPE_CHECKING:
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-TASKS = ("classify", "classify-text", "caption")
-FORMATS = ("aoti", "torchscript", "tensorrt")
-EVALUATIONS = ("center", "dense", "tencrop")
+
+class Task(StrEnum):
+    """What a model does; ``zooserve.runtime.tasks`` maps each to its pipeline."""
+
+    CLASSIFY = "classify"
+    CLASSIFY_TEXT = "classify-text"
+    CAPTION = "caption"
+
+    @property
+    def takes_text(self) -> bool:
+        return self is Task.CLASSIFY_TEXT
+
+
+class Format(StrEnum):
+    """Artifact formats; ``zooserve.export.formats`` maps each to its compiler and loader."""
+
+    AOTI = "aoti"
+    TORCHSCRIPT = "torchscript"
+    TENSORRT = "tensorrt"
+
+
+class Precision(StrEnum):
+    FP32 = "fp32"
+    BF16 = "bf16"
+    INT8 = "int8"
+    FP16 = "fp16"  # TensorRT only
+
+
+class Evaluation(StrEnum):
+    """How an image classifier looks at an image (the VGG paper's test-time modes)."""
+
+    CENTER = "center"
+    DENSE = "dense"  # FC-to-conv model over several scales and flips
+    TENCROP = "tencrop"
+
+
+class Weights(StrEnum):
+    """Where a build's weights came from; every response says it."""
+
+    USER = "user"
+    TRAINED_DEMO = "trained-demo"
+    RANDOM = "random"
 
 
 @dataclass(frozen=True)
@@ -64,9 +105,9 @@ class Prepared:
     """A model ready to export: its modules, where its weights came from, files for the archive."""
 
     targets: dict[str, ExportTarget]
-    weights: str  # "user" | "trained-demo" | "random"
+    weights: Weights
     labels: list[str]
-    metadata: dict[str, Any] = field(default_factory=dict)  # goes into zooserve.json
+    metadata: dict[str, Any] = field(default_factory=dict)  # family facts recorded in the manifest
     extra_files: dict[str, Path] = field(default_factory=dict)  # archive name -> local file
 
 
@@ -75,22 +116,18 @@ class ModelSpec:
     """One registry entry: everything build, archive, handler, tests and benchmarks need."""
 
     name: str
-    task: str
+    task: Task
     family: str
     description: str
-    # prepare(spec, weights_path, options) -> Prepared; options are build flags (dense, word_map...)
+    # prepare(spec, weights=..., word_map=..., trust_pickle=...) -> Prepared
     prepare: Callable[..., Prepared]
     input: InputSpec | None = None
     num_classes: int = 1000
     label_source: str = "imagenet"  # imagenet | digits | generic | checkpoint
-    formats: tuple[str, ...] = FORMATS
+    formats: tuple[Format, ...] = tuple(Format)
     dense: bool = False  # FC-to-conv conversion applies
-    default_weights: str = "random"  # what a build without --weights gives
+    default_weights: Weights = Weights.RANDOM  # what a build without --weights gives
     batch: BatchConfig = BatchConfig()
     tiny: bool = False  # small variant for tests
-    # free-form per-family options (torchvision constructor name, tiny widths, decoder sizes...)
+    # per-family options (torchvision constructor name, keys to ignore in user weights...)
     options: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        assert self.task in TASKS, self.task
-        assert set(self.formats) <= set(FORMATS), self.formats
