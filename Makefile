@@ -11,13 +11,12 @@ up: install demo  ## install everything, build the default models, serve them, p
 
 install: $(VENV)/.installed  ## virtualenv with pinned torch/TorchServe, the package, generated gRPC stubs
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml hatch_build.py $(wildcard proto/*.proto)
 	command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
-	$(PY) -m pip install -q --no-deps -e .
-	$(PY) -m zooserve.grpc_stubs
+	$(PY) -m pip install -q --no-deps -e .  # hatch_build.py generates the gRPC stubs from proto/
 	touch $@
 
 demo: install  ## build $(MODELS), start TorchServe, make real predictions
