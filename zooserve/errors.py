@@ -67,6 +67,18 @@ class InvalidParameter(RequestError):
     """A request option (topk, beam size, ...) out of range."""
 
 
+class InvalidTensor(RequestError):
+    """An Open Inference Protocol (v2) request whose tensors do not fit the model's metadata:
+    unknown input or output name, wrong datatype or shape, malformed raw or binary data."""
+
+
+class Unauthorized(RequestError):
+    """A missing, wrong or expired token."""
+
+    status = 401
+    grpc_code = "UNAUTHENTICATED"
+
+
 class ModelNotReady(ZooError):
     status = 503
     grpc_code = "UNAVAILABLE"
