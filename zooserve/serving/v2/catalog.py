@@ -1,14 +1,15 @@
 """Which task a served model has: read from its archive's ``zooserve.json`` in the model store.
 
 ``zooserve serve`` registers ``NAME=NAME.mar``, so the archive is found by name. The manifest is
-read once per archive version (size and mtime) and kept; a model without a zooserve archive gets
-the generic description (bytes in, JSON out).
+read once per archive version (size and mtime, looked at no more than once a second) and kept; a
+model without a zooserve archive gets the generic description (bytes in, JSON out).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from zooserve.errors import UnknownModel
 from zooserve.serving.v2.tasks import TaskSpec, spec_for
 
 MANIFEST = "zooserve.json"
+RECHECK_S = 1.0
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
@@ -31,9 +33,13 @@ class ModelInfo:
 class Catalog:
     def __init__(self, model_store: Path) -> None:
         self.model_store = model_store
-        self._cache: dict[str, tuple[tuple[int, int], ModelInfo]] = {}
+        self._cache: dict[str, tuple[float, tuple[int, int], ModelInfo]] = {}
 
     def get(self, name: str) -> ModelInfo:
+        now = time.monotonic()
+        hit = self._cache.get(name)
+        if hit is not None and now - hit[0] < RECHECK_S:
+            return hit[2]
         if not _NAME.match(name):
             raise UnknownModel(f"model {name!r} is not served")
         path = self.model_store / f"{name}.mar"
@@ -42,11 +48,9 @@ class Catalog:
         except OSError:
             return ModelInfo(name, None, "torchserve", spec_for(None))
         stamp = (st.st_size, st.st_mtime_ns)
-        hit = self._cache.get(name)
-        if hit is None or hit[0] != stamp:
-            hit = (stamp, _read(name, path))
-            self._cache[name] = hit
-        return hit[1]
+        info = hit[2] if hit is not None and hit[1] == stamp else _read(name, path)
+        self._cache[name] = (now, stamp, info)
+        return info
 
 
 def _read(name: str, path: Path) -> ModelInfo:

@@ -20,6 +20,7 @@ from zooserve.errors import InvalidTensor, UnknownModel, ZooError
 from zooserve.serving.v2.backend import Backend, Metadata
 from zooserve.serving.v2.catalog import Catalog, ModelInfo
 from zooserve.serving.v2.metrics import Metrics
+from zooserve.serving.v2.tasks import Prediction
 from zooserve.serving.v2.tensors import InferAnswer, InferCall
 
 SERVER_NAME = "zooserve"
@@ -88,12 +89,14 @@ class Frontend:
             requests = [raw]
         else:
             requests = [_ts_request(call, info, e, options) for e in elements]
-        self.metrics.elements.labels(call.model if info.task else "other").inc(len(requests))
-        replies = await asyncio.gather(
-            *(self.backend.call("ModelInfer", r, auth) for r in requests), return_exceptions=True
-        )
-        bodies = [_body(reply, i, len(replies)) for i, reply in enumerate(replies)]
-        outputs = info.spec.answer(bodies)
+        self.metrics.count_elements(call.model if info.task else "other", len(requests))
+        if len(requests) == 1:
+            replies: list[bytes | BaseException] = [await self.backend.call("ModelInfer", requests[0], auth)]
+        else:
+            replies = await asyncio.gather(
+                *(self.backend.call("ModelInfer", r, auth) for r in requests), return_exceptions=True
+            )
+        outputs = info.spec.answer([_prediction(reply, i, len(replies)) for i, reply in enumerate(replies)])
         if call.outputs:
             by_name = {t.name: t for t in outputs}
             outputs = [by_name[n] for n in call.outputs]
@@ -150,14 +153,14 @@ def _ts_request(call: InferCall, info: ModelInfo, element: bytes, options: list[
     return req.SerializeToString()
 
 
-def _body(reply: bytes | BaseException, index: int, count: int) -> dict[str, Any]:
+def _prediction(reply: bytes | BaseException, index: int, count: int) -> Prediction:
     """The handler's JSON body for one element; its error body becomes that typed error."""
     if isinstance(reply, BaseException):  # TorchServe refused the call (token, model, ...)
         raise reply
     where = f"element {index}: " if count > 1 else ""
     try:
-        out = tspb.ModelInferResponse.FromString(reply).outputs[0]
-        body = json.loads(out.contents.bytes_contents[0])
+        text = tspb.ModelInferResponse.FromString(reply).outputs[0].contents.bytes_contents[0]
+        body = json.loads(text)
     except (IndexError, ValueError) as e:
         raise errors.InferenceFailed(
             f"{where}TorchServe answered without a prediction ({type(e).__name__})"
@@ -174,7 +177,7 @@ def _body(reply: bytes | BaseException, index: int, count: int) -> dict[str, Any
         raise err
     if not isinstance(body, dict):
         raise errors.InferenceFailed(f"{where}TorchServe answered {type(body).__name__}, not a JSON object")
-    return body
+    return Prediction(body, text)
 
 
 def message(err: ZooError) -> str:

@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -39,10 +40,19 @@ class Metrics:
             registry=self.registry,
         )
 
+        self._children: dict[tuple[str, ...], Any] = {}  # labels() looked up once per label set
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (metric._name, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     @contextmanager
     def track(self, protocol: str, method: str) -> Iterator[Outcome]:
         outcome = Outcome()
-        gauge = self.in_flight.labels(protocol)
+        gauge = self._child(self.in_flight, protocol)
         gauge.inc()
         start = time.perf_counter()
         try:
@@ -53,8 +63,11 @@ class Metrics:
             raise
         finally:
             gauge.dec()
-            self.duration.labels(protocol, method).observe(time.perf_counter() - start)
-            self.requests.labels(protocol, method, outcome.code).inc()
+            self._child(self.duration, protocol, method).observe(time.perf_counter() - start)
+            self._child(self.requests, protocol, method, outcome.code).inc()
+
+    def count_elements(self, model: str, n: int) -> None:
+        self._child(self.elements, model).inc(n)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -10,7 +10,6 @@ and ``score`` FP32 [N].
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +27,14 @@ class TensorSpec:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """One item's answer: the JSON body REST returns, parsed, and its text as the handler wrote it."""
+
+    body: dict[str, Any]
+    text: bytes
+
+
 Numeric = Callable[[list[dict[str, Any]]], list[Tensor]]
 
 
@@ -40,10 +47,13 @@ class TaskSpec:
     def output_names(self) -> list[str]:
         return [o.name for o in self.outputs]
 
-    def answer(self, bodies: list[dict[str, Any]]) -> list[Tensor]:
-        """All outputs for the N items' JSON bodies, in metadata order."""
-        text = [json.dumps(b, separators=(",", ":")).encode() for b in bodies]
-        return [Tensor(PREDICTIONS.name, "BYTES", [len(bodies)], text), *self.numeric(bodies)]
+    def answer(self, predictions: list[Prediction]) -> list[Tensor]:
+        """All outputs for the N items, in metadata order."""
+        text = [p.text for p in predictions]
+        return [
+            Tensor(PREDICTIONS.name, "BYTES", [len(text)], text),
+            *self.numeric([p.body for p in predictions]),
+        ]
 
 
 PREDICTIONS = TensorSpec("predictions", "BYTES", (-1,))
