@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 MODELS ?= lenet5 resnet18
 
-.PHONY: up install demo serve stop test test-fast lint bench clean
+.PHONY: up install demo serve stop test test-fast lint bench clean v2clients
 
 up: install demo  ## install everything, build the default models, serve them, predict over REST + gRPC
 
@@ -32,11 +32,19 @@ serve: install
 stop:
 	$(BIN)/zooserve stop
 
-test: install  ## the whole suite: unit + integration (real TorchServe, gRPC, Prometheus)
+test: install v2clients  ## the whole suite: unit + integration (real TorchServe, gRPC, Prometheus, v2 clients)
 	$(BIN)/pytest || [ $$? -eq 5 ]  # 5 = no tests collected
 
 test-fast: install  ## unit tests only (no server)
 	$(BIN)/pytest tests/unit
+
+V2CLIENTS := .venv-v2clients
+v2clients: $(V2CLIENTS)/.requirements-sha256  ## tritonclient + kserve (protobuf 6) in a venv of their own
+
+$(V2CLIENTS)/.requirements-sha256: requirements-v2clients.txt
+	$(PYTHON) -m venv --clear $(V2CLIENTS)
+	$(V2CLIENTS)/bin/python -m pip install -q --disable-pip-version-check -r requirements-v2clients.txt
+	sha256sum requirements-v2clients.txt | cut -d' ' -f1 > $@
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -78,15 +78,21 @@ def _server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bind", default="127.0.0.1", help="listen address (0.0.0.0 inside containers)")
     p.add_argument("--no-token-auth", action="store_true", help="disable TorchServe token authorization")
     for name, port in (("inference", 8080), ("management", 8081), ("metrics", 8082),
-                       ("grpc-inference", 7070), ("grpc-management", 7071), ("exporter", 8083)):  # fmt: skip
+                       ("grpc-inference", 7070), ("grpc-management", 7071), ("exporter", 8083),
+                       ("v2-http", 8000), ("v2-grpc", 8001), ("v2-metrics", 8002)):  # fmt: skip
         p.add_argument(f"--{name}-port", type=int, default=port)
+    p.add_argument(
+        "--no-v2", action="store_true", help="do not serve the standard v2 protocol (ports 8000/8001)"
+    )
 
 
 def _server_config(args: argparse.Namespace) -> Any:
     from zooserve.server import Ports, ServerConfig
 
     ports = Ports(**{f: getattr(args, f"{f}_port") for f in Ports.__dataclass_fields__})
-    return ServerConfig(args.model_store, args.run_dir, args.bind, ports, token_auth=not args.no_token_auth)
+    return ServerConfig(
+        args.model_store, args.run_dir, args.bind, ports, token_auth=not args.no_token_auth, v2=not args.no_v2
+    )
 
 
 def archive_meta(store: Path, name: str) -> dict[str, Any] | None:
@@ -146,6 +152,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
     server.start(cfg, args.models, timeout=args.timeout, foreground=args.foreground)
     print(f"TorchServe ready: REST {cfg.url('inference')}  gRPC {cfg.host}:{cfg.ports.grpc_inference}  "
           f"metrics {cfg.url('metrics')}/metrics, {cfg.url('exporter')}/metrics  token {cfg.key_file}")  # fmt: skip
+    if cfg.v2:
+        print(f"Open Inference Protocol (v2): REST {cfg.url('v2_http')}/v2  gRPC {cfg.host}:{cfg.ports.v2_grpc}  "
+              f"metrics {cfg.url('v2_metrics')}/metrics")  # fmt: skip
 
 
 def cmd_stop(args: argparse.Namespace) -> None:
