@@ -27,7 +27,9 @@ def running(
     store: Path, run_dir: Path, models: list[str], env: dict[str, str | None] | None = None
 ) -> Iterator[server.ServerConfig]:
     """A TorchServe for ``models``; ``env`` is set (None: unset) for the server and its workers only."""
-    cfg = server.ServerConfig(model_store=store, run_dir=run_dir, ports=server.Ports(*server.free_ports(6)))
+    cfg = server.ServerConfig(
+        model_store=store, run_dir=run_dir, ports=server.Ports(*server.free_ports(6)), v2=False
+    )  # TorchServe alone: the v2 front-end would take its default ports
     saved = {k: os.environ.get(k) for k in env or {}}
     try:
         for k, v in (env or {}).items():
