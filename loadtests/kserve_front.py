@@ -11,6 +11,9 @@ Each model's ``predict`` re-encodes KServe's decoded request as a ModelInferRequ
 to TorchServe's own OIP service (the same wire format), returning TorchServe's answer as the
 protobuf ModelInferResponse, which KServe's gRPC servicer passes through: the lightest KServe
 front there is (TorchServe's kserve_wrapper goes over REST and decodes more).
+
+Note: KServe 0.21's ModelServer binds 0.0.0.0 (REST) and [::] (gRPC), hard-coded; run it only
+where those ports are not reachable from elsewhere, and stop it after the measurement.
 """
 
 from __future__ import annotations
