@@ -5,19 +5,18 @@ PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 MODELS ?= lenet5 resnet18
 
-.PHONY: up install demo serve stop test test-fast lint bench clean
+.PHONY: up install demo serve stop test test-fast lint bench clean v2clients
 
 up: install demo  ## install everything, build the default models, serve them, predict over REST + gRPC
 
 install: $(VENV)/.installed  ## virtualenv with pinned torch/TorchServe, the package, generated gRPC stubs
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml hatch_build.py $(wildcard proto/*.proto)
 	command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
-	$(PY) -m pip install -q --no-deps -e .
-	$(PY) -m zooserve.serving.grpc_stubs
+	$(PY) -m pip install -q --no-deps -e .  # hatch_build.py generates the gRPC stubs from proto/
 	touch $@
 
 demo: install  ## build $(MODELS), start TorchServe, make real predictions
@@ -33,11 +32,19 @@ serve: install
 stop:
 	$(BIN)/zooserve stop
 
-test: install  ## the whole suite: unit + integration (real TorchServe, gRPC, Prometheus)
+test: install v2clients  ## the whole suite: unit + integration (real TorchServe, gRPC, Prometheus, v2 clients)
 	$(BIN)/pytest || [ $$? -eq 5 ]  # 5 = no tests collected
 
 test-fast: install  ## unit tests only (no server)
 	$(BIN)/pytest tests/unit
+
+V2CLIENTS := .venv-v2clients
+v2clients: $(V2CLIENTS)/.requirements-sha256  ## tritonclient + kserve (protobuf 6) in a venv of their own
+
+$(V2CLIENTS)/.requirements-sha256: requirements-v2clients.txt
+	$(PYTHON) -m venv --clear $(V2CLIENTS)
+	$(V2CLIENTS)/bin/python -m pip install -q --disable-pip-version-check -r requirements-v2clients.txt
+	sha256sum requirements-v2clients.txt | cut -d' ' -f1 > $@
 
 lint: install  ## ruff (style, line length) and import-linter (the one-way layers of docs/architecture.md)
 	$(BIN)/ruff check .

@@ -6,7 +6,8 @@
 #   entrypoint.sh kserve      KServe predictor: TorchServe with the storage-initializer layout
 #                             (/mnt/models/config/config.properties + /mnt/models/model-store) and
 #                             the handler-metrics exporter on :8083
-#   entrypoint.sh healthcheck exit 0 when /ping answers Healthy (sends the inference token)
+#   entrypoint.sh healthcheck exit 0 when /ping answers Healthy and the v2 front-end is ready
+#                             (sends the inference token)
 #   entrypoint.sh CMD ...     run CMD (zooserve, locust, python, sh, ...)
 #
 # Environment (defaults in the Dockerfile):
@@ -37,9 +38,11 @@ build_if_empty() {
 }
 
 healthcheck() {
-    python - "$RUN_DIR/key_file.json" "${ZOOSERVE_PING_URL:-http://127.0.0.1:8080/ping}" <<'PY'
+    # TorchServe's /ping, then the v2 front-end's readiness (ZOOSERVE_V2_READY_URL= skips it)
+    python - "$RUN_DIR/key_file.json" "${ZOOSERVE_PING_URL:-http://127.0.0.1:8080/ping}" \
+        "${ZOOSERVE_V2_READY_URL-http://127.0.0.1:8000/v2/health/ready}" <<'PY'
 import json, sys, urllib.request
-key_file, url = sys.argv[1], sys.argv[2]
+key_file, url, v2_url = sys.argv[1], sys.argv[2], sys.argv[3]
 headers = {}
 try:  # TorchServe 0.12 requires the inference token on /ping too
     headers["Authorization"] = "Bearer " + json.load(open(key_file))["inference"]["key"]
@@ -47,7 +50,11 @@ except (OSError, KeyError, ValueError):
     pass  # token auth disabled (KServe config) or not written yet
 try:
     with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as r:
-        sys.exit(0 if json.load(r).get("status") == "Healthy" else 1)
+        if json.load(r).get("status") != "Healthy":
+            sys.exit(1)
+    if v2_url:
+        with urllib.request.urlopen(urllib.request.Request(v2_url, headers=headers), timeout=5) as r:
+            sys.exit(0 if json.load(r).get("ready") is True else 1)
 except Exception as exc:  # noqa: BLE001 - any failure is "unhealthy"
     print(f"unhealthy: {exc}", file=sys.stderr)
     sys.exit(1)

@@ -87,12 +87,13 @@ def _server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-token-auth", action="store_true", help="disable TorchServe token authorization")
     for f in fields(server.Ports):
         p.add_argument(f"--{f.name.replace('_', '-')}-port", type=int, default=f.default)
+    p.add_argument("--no-v2", action="store_true", help="do not serve the standard v2 protocol")
 
 
 def _server_config(args: argparse.Namespace) -> server.ServerConfig:
     ports = server.Ports(**{f.name: getattr(args, f"{f.name}_port") for f in fields(server.Ports)})
     return server.ServerConfig(
-        args.model_store, args.run_dir, args.bind, ports, token_auth=not args.no_token_auth
+        args.model_store, args.run_dir, args.bind, ports, token_auth=not args.no_token_auth, v2=not args.no_v2
     )
 
 
@@ -157,6 +158,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
         f"TorchServe ready: REST {cfg.url('inference')}  gRPC {cfg.host}:{cfg.ports.grpc_inference}  "
         f"metrics {cfg.url('metrics')}/metrics, {cfg.url('exporter')}/metrics  token {cfg.key_file}"
     )
+    if cfg.v2:
+        print(
+            f"Open Inference Protocol (v2): REST {cfg.url('v2_http')}/v2  "
+            f"gRPC {cfg.host}:{cfg.ports.v2_grpc}  metrics {cfg.url('v2_metrics')}/metrics"
+        )
 
 
 def cmd_stop(args: argparse.Namespace) -> None:

@@ -65,10 +65,18 @@ class Client:
     token: str | None = None  # overrides the key file
     timeout: float = 60.0
     retries: int = 3
+    protocol: str = "torchserve"  # or "v2": the standard Open Inference Protocol front-end
+    v2_port: int = 8000
+    v2_grpc_port: int = 8001
 
     def __post_init__(self) -> None:
         self._session = requests.Session()
         self._channel: Any = None
+        if self.protocol not in ("torchserve", "v2"):
+            raise errors.ConfigError(f"protocol must be 'torchserve' or 'v2', not {self.protocol!r}")
+        from zooserve.client_v2 import V2
+
+        self.v2 = V2(self)
 
     # ---- REST ----------------------------------------------------------------------------------
     def _auth(self) -> dict[str, str]:
@@ -84,6 +92,8 @@ class Client:
         version: str | None = None,
     ) -> dict[str, Any]:
         """One prediction; raises the server's typed error (``errors.InvalidImage``...) on 4xx."""
+        if self.protocol == "v2":
+            return self.v2.predict(model, data, headers, grpc, version)
         if grpc:
             return self.predict_grpc(model, data, headers, version)
         body, ctype = payload(data)
@@ -165,6 +175,7 @@ class Client:
         return _checked(json.loads(reply.outputs[0].contents.bytes_contents[0]))
 
     def close(self) -> None:
+        self.v2.close()
         self._session.close()
         if self._channel is not None:
             self._channel.close()

@@ -87,6 +87,25 @@ class ModelNotFound(ServiceError):
     grpc_code = "NOT_FOUND"
 
 
+class InvalidTensor(RequestError):
+    """An Open Inference Protocol (v2) request whose tensors do not fit the model's metadata:
+    unknown input or output name, wrong datatype or shape, malformed raw or binary data."""
+
+
+class Unauthorized(RequestError):
+    """A missing, wrong or expired token."""
+
+    status = 401
+    grpc_code = "UNAUTHENTICATED"
+
+
+class Overloaded(ServiceError):
+    """The model's queue is full or it has no worker right now: retry after the Retry-After delay."""
+
+    status = 503
+    grpc_code = "UNAVAILABLE"
+
+
 class InferenceFailed(ServiceError):
     """The model itself failed on a well-formed request: the server's fault, not the client's."""
 
@@ -109,7 +128,10 @@ SERVICE_ERRORS: tuple[type[ServiceError], ...] = (
     InvalidText,
     InvalidJSON,
     InvalidParameter,
+    InvalidTensor,
+    Unauthorized,
     ModelNotFound,
+    Overloaded,
     InferenceFailed,
 )
 _BY_TYPE = {cls.__name__: cls for cls in SERVICE_ERRORS}

@@ -134,7 +134,7 @@ def test_compose_services_and_loopback_ports():
         for port in svc.get("ports", []):
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
     published = {int(str(p).split(":")[2]) for p in services["torchserve"]["ports"]}
-    assert published == {8080, 8081, 8082, 8083, 7070, 7071}
+    assert published == {8080, 8081, 8082, 8083, 7070, 7071, 8000, 8001, 8002}
     # the token key file is shared read-only with locust, from the run volume TorchServe writes
     assert "run:/home/model-server/run:ro" in services["locust"]["volumes"]
     assert services["locust"]["depends_on"]["torchserve"]["condition"] == "service_healthy"
@@ -205,7 +205,7 @@ def test_entrypoint_is_valid_sh():
 def test_prometheus_scrapes_torchserve_and_exporter():
     cfg = yaml.safe_load(PROM_CONFIG.read_text())
     targets = {t for job in cfg["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
-    assert targets == {"torchserve:8082", "torchserve:8083"}
+    assert targets == {"torchserve:8082", "torchserve:8083", "torchserve:8002"}
 
 
 @pytest.mark.skipif(

@@ -29,16 +29,27 @@ def is_oip(body: Any) -> bool:
 
 def to_request(body: dict[str, Any], headers: dict[str, str]) -> Request:
     """The first input tensor becomes the request body (image bytes or UTF-8 text); a request
-    without usable data gets an empty body, which the pipeline answers with EmptyBody."""
+    without usable data gets an empty body, which the pipeline answers with EmptyBody. Further
+    inputs named ``x-NAME`` are options, like headers over REST (``x-topk``, ``x-attention``):
+    TorchServe 0.12 drops OIP request parameters, so the v2 front-end sends them this way."""
+    inputs = body.get("inputs") or [None]
+    options = {}
+    for tensor in inputs[1:]:
+        name = str(tensor.get("name", "")).lower() if isinstance(tensor, dict) else ""
+        if name.startswith("x-") and (value := _element(tensor)) is not None:
+            options[name] = value.decode("utf-8", errors="replace")
+    raw = _element(inputs[0]) or b""
+    return Request(body=raw, headers=options | headers, content_type="application/octet-stream")
+
+
+def _element(tensor: Any) -> bytes | None:
     try:
-        tensor = body["inputs"][0]
         data = tensor["data"][0]
-        raw = (
+        return (
             base64.b64decode(data, validate=True) if tensor.get("datatype") == "BYTES" else str(data).encode()
         )
     except (IndexError, KeyError, TypeError, binascii.Error):
-        raw = b""
-    return Request(body=raw, headers=headers, content_type="application/octet-stream")
+        return None
 
 
 def to_response(body: dict[str, Any], resp: Response) -> dict[str, Any]:

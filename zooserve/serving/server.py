@@ -37,6 +37,9 @@ class Ports:
     grpc_inference: int = 7070
     grpc_management: int = 7071
     exporter: int = 8083  # zooserve handler metrics (prometheus-client multiprocess)
+    v2_http: int = 8000  # standard Open Inference Protocol (KServe v2) REST, Triton's ports
+    v2_grpc: int = 8001
+    v2_metrics: int = 8002
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class ServerConfig:
     bind: str = "127.0.0.1"
     ports: Ports = field(default_factory=Ports)
     token_auth: bool = True
+    v2: bool = True  # serve the standard v2 protocol (zooserve.serving.v2) next to TorchServe
     extra_properties: tuple[tuple[str, str], ...] = ()
 
     @property
@@ -200,6 +204,13 @@ def start(
     _pid_file(cfg, "torchserve").write_text(str(proc.pid))
     try:
         wait_ready(cfg, [m.split("=")[0] for m in mars], timeout, proc)
+        if cfg.v2:
+            from zooserve.serving.v2 import process as v2
+
+            max_bytes = int(render_properties(cfg).get("max_request_size", 6553500)) + 65536
+            front = v2.spawn(cfg, env, max_bytes)
+            _pid_file(cfg, "v2").write_text(str(front.pid))
+            v2.wait_ready(cfg, read_keys(cfg).get("inference"), 60, front)
     except BaseException:
         stop(cfg)
         raise
@@ -263,9 +274,9 @@ def wait_ready(
 
 
 def stop(cfg: ServerConfig, timeout: float = 30.0) -> bool:
-    """Stop TorchServe, its workers and the exporter. True if something was running."""
+    """Stop the v2 front-end, TorchServe, its workers and the exporter. True if something was running."""
     stopped = False
-    for what in ("torchserve", "exporter"):
+    for what in ("v2", "torchserve", "exporter"):
         pid = running_pid(cfg, what)
         if pid is not None:
             _terminate_group(pid, timeout)
