@@ -100,10 +100,25 @@ class Unauthorized(RequestError):
 
 
 class Overloaded(ServiceError):
-    """The model's queue is full or it has no worker right now: retry after the Retry-After delay."""
+    """The model has as many requests in flight as it can answer in time: retry after Retry-After."""
 
     status = 503
     grpc_code = "UNAVAILABLE"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class ModelUnloading(Overloaded):
+    """The model is being unregistered or scaled down: it takes no new requests."""
+
+
+class DeadlineExceeded(ServiceError):
+    """The request's deadline passed before its answer was ready (queue time included)."""
+
+    status = 504
+    grpc_code = "DEADLINE_EXCEEDED"
 
 
 class InferenceFailed(ServiceError):
@@ -132,6 +147,8 @@ SERVICE_ERRORS: tuple[type[ServiceError], ...] = (
     Unauthorized,
     ModelNotFound,
     Overloaded,
+    ModelUnloading,
+    DeadlineExceeded,
     InferenceFailed,
 )
 _BY_TYPE = {cls.__name__: cls for cls in SERVICE_ERRORS}

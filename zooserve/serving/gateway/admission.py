@@ -1,0 +1,116 @@
+"""Per-model admission: a bounded number of requests in flight, sized from measured throughput.
+
+A model may hold ``limit`` requests in flight (queued in TorchServe or in a batch). The limit is
+what the model can finish within its default deadline, ``rate x deadline``, where ``rate`` is the
+completions per second measured over the last few seconds; never below ``floor`` (a few full
+batches, so an idle model admits a burst) nor above ``cap`` (TorchServe's own job queue, whose
+bare 503 must never be reached). Beyond the limit a request is refused at once with the time after
+which a retry is likely to be admitted (``Retry-After``). A model being unloaded admits nothing
+and tells its drainer when its last request is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from zooserve.errors import ModelUnloading, Overloaded
+
+RATE_WINDOW_S = 5.0  # completions counted over this window
+
+
+@dataclass(frozen=True)
+class Policy:
+    deadline_s: float  # the model's default deadline
+    floor: int  # in-flight requests always admitted
+    cap: int  # never more than this (TorchServe's job queue)
+
+
+@dataclass
+class _Model:
+    policy: Policy
+    in_flight: int = 0
+    done: deque[float] = field(default_factory=deque)  # completion times in the rate window
+    draining: bool = False
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Admission:
+    def __init__(self, default: Policy) -> None:
+        self.default = default
+        self._models: dict[str, _Model] = {}
+
+    def configure(self, model: str, policy: Policy) -> None:
+        self._model(model).policy = policy
+
+    def policy(self, model: str) -> Policy:
+        return self._model(model).policy
+
+    def _model(self, model: str) -> _Model:
+        m = self._models.get(model)
+        if m is None:
+            m = self._models[model] = _Model(self.default)
+            m.idle.set()
+        return m
+
+    def rate(self, model: str, now: float | None = None) -> float:
+        """Completions per second over the window (0 until the model has answered anything)."""
+        m = self._model(model)
+        now = time.monotonic() if now is None else now
+        while m.done and m.done[0] < now - RATE_WINDOW_S:
+            m.done.popleft()
+        return len(m.done) / RATE_WINDOW_S
+
+    def limit(self, model: str) -> int:
+        m = self._model(model)
+        p = m.policy
+        return max(p.floor, min(p.cap, math.ceil(self.rate(model) * p.deadline_s)))
+
+    def in_flight(self, model: str) -> int:
+        return self._model(model).in_flight
+
+    def admit(self, model: str) -> None:
+        """Take a slot or raise Overloaded/ModelUnloading; pair every success with ``release``."""
+        m = self._model(model)
+        if m.draining:
+            raise ModelUnloading(f"model {model!r} is being unloaded; it takes no new requests")
+        limit = self.limit(model)
+        if m.in_flight >= limit:
+            raise Overloaded(
+                f"model {model!r} has {m.in_flight} requests in flight, its limit "
+                f"(what it finishes within {m.policy.deadline_s:g} s)",
+                retry_after_s=self.retry_after(model),
+            )
+        m.in_flight += 1
+        m.idle.clear()
+
+    def release(self, model: str, completed: bool = True) -> None:
+        m = self._model(model)
+        m.in_flight -= 1
+        if completed:
+            m.done.append(time.monotonic())
+        if m.in_flight == 0:
+            m.idle.set()
+
+    def retry_after(self, model: str) -> int:
+        """Whole seconds until the requests in flight are likely done (at least 1)."""
+        rate = self.rate(model)
+        backlog = self._model(model).in_flight
+        return max(1, math.ceil(backlog / rate)) if rate > 0 else 1
+
+    async def drain(self, model: str, timeout: float) -> bool:
+        """Admit nothing more for ``model`` and wait until its requests are answered.
+        True when it went idle within ``timeout``; it stays closed until ``reopen``."""
+        m = self._model(model)
+        m.draining = True
+        try:
+            await asyncio.wait_for(m.idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def reopen(self, model: str) -> None:
+        self._model(model).draining = False
