@@ -40,6 +40,10 @@ class RequestError(ServiceError):
     grpc_code = "INVALID_ARGUMENT"
 
 
+class MalformedRequest(RequestError):
+    """A request that cannot be read at all (its fields, headers or structure)."""
+
+
 class EmptyBody(RequestError):
     """The request had no payload."""
 
@@ -135,6 +139,7 @@ class RemoteError(ServiceError):
 
 
 SERVICE_ERRORS: tuple[type[ServiceError], ...] = (
+    MalformedRequest,
     EmptyBody,
     InvalidImage,
     UnsupportedMediaType,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from zooserve.errors import ConfigError
-from zooserve.specs import Evaluation, Format, InputSpec, Precision, Task, Weights
+from zooserve.specs import Decode, Evaluation, Format, InputSpec, Precision, Task, Weights
 
 MANIFEST_FILE = "zooserve.json"
 CONFIG_FILE = "model-config.yaml"  # TorchServe's per-model config, with our `zooserve:` section
@@ -31,7 +31,9 @@ class ServingOptions:
     evaluation: Evaluation = Evaluation.CENTER
     scales: tuple[int, ...] = ()  # dense evaluation: shorter-side scales
     flip: bool = True  # dense evaluation: add horizontal flips
-    max_pixels: int = 40_000_000  # per image: 8K photos pass, a 30000x30000 bomb does not
+    max_pixels: int = 40_000_000  # what one image may declare: 8K photos pass, a 30000x30000 bomb does not
+    max_decoded_pixels: int = 16_000_000  # what may be decoded at full size (PNG, GIF, exact JPEG...)
+    decode: Decode = Decode.FAST  # JPEGs at the DCT scale that covers the model's input size
     max_batch_pixels: int = 400_000_000  # decoded pixels one batch may hold (~1.2 GB as uint8 RGB)
     max_text_bytes: int = 65536
     beam_size: int = 3
@@ -63,8 +65,8 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
             if not isinstance(value, bool):
                 raise TypeError
             return value
-        if isinstance(default, Evaluation):
-            return Evaluation(value)
+        if isinstance(default, StrEnum):
+            return type(default)(value)
         if isinstance(default, tuple):
             return tuple(int(v) for v in value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):

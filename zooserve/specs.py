@@ -51,6 +51,13 @@ class Evaluation(StrEnum):
     TENCROP = "tencrop"
 
 
+class Decode(StrEnum):
+    """How JPEGs are decoded: at the scale the model needs (DCT-domain), or at full size."""
+
+    FAST = "fast"
+    EXACT = "exact"  # torchvision's full-size decode: the pixels torchvision's transforms see
+
+
 class Weights(StrEnum):
     """Where a build's weights came from; every response says it."""
 

@@ -8,19 +8,20 @@ from typing import Any
 
 import torch
 
-from zooserve.errors import InvalidParameter
 from zooserve.models.beam_search import BeamOptions, Captioner, Hypothesis
 from zooserve.models.preprocess import normalize, resize_batch
 from zooserve.runtime import images
 from zooserve.runtime.bundle import Bundle
+from zooserve.runtime.options import flag_option, float_option, int_option
 from zooserve.runtime.pipeline import Pipeline, Request
 
-LIMITS = {"beam_size": (1, 20), "max_length": (1, 200), "length_norm": (0.0, 2.0)}
+LIMITS: dict[str, tuple[int, int]] = {"beam_size": (1, 20), "max_length": (1, 200), "length_norm": (0, 2)}
 
 
 @dataclass
 class CaptionItem:
     image: torch.Tensor  # uint8 (3, H, W)
+    pixels: int  # declared by the image's header: what the batch budget counts
     attention: bool
     opts: BeamOptions
 
@@ -40,14 +41,16 @@ class CaptionPipeline(Pipeline):
         self.size = int(manifest.metadata["encoded_size"])
         self.captioner = captioner_from_bundle(bundle)
         self.defaults = BeamOptions(opts.beam_size, opts.max_length, opts.length_norm)
-        self.max_pixels = opts.max_pixels
+        self.limits = images.limits_for(3, opts, self.spec.resize or self.spec.size)
+        self.batch_pixels = opts.max_batch_pixels
 
     def decode(self, request: Request) -> CaptionItem:
-        data = images.image_bytes(request)
-        img = images.decode_image_bytes(data, channels=3, max_pixels=self.max_pixels)
-        return CaptionItem(img, request.flag("attention"), request_options(request, self.defaults))
+        decoded = images.decode_image_bytes(images.image_bytes(request), self.limits)
+        options = request_options(request, self.defaults)
+        return CaptionItem(decoded.image, decoded.declared_pixels, flag_option(request, "attention"), options)
 
     def preprocess(self, items: list[CaptionItem]) -> tuple[torch.Tensor, list[BeamOptions]]:
+        images.check_batch_pixels([it.pixels for it in items], self.batch_pixels)  # run_batch splits
         batch = resize_batch([it.image for it in items], self.spec)
         return normalize(batch.to(self.bundle.device), self.spec), [it.opts for it in items]
 
@@ -74,19 +77,8 @@ class CaptionPipeline(Pipeline):
 
 def request_options(request: Request, defaults: BeamOptions) -> BeamOptions:
     """Per-request overrides from headers (X-Beam-Size, X-Max-Length, X-Length-Norm) or JSON keys."""
-    values: dict[str, Any] = {}
-    for key, (lo, hi) in LIMITS.items():
-        raw = request.headers.get("x-" + key.replace("_", "-"))
-        if raw is None and isinstance(request.body, dict):
-            raw = request.body.get(key)
-        if raw is None:
-            continue
-        kind = float if key == "length_norm" else int
-        try:
-            value = kind(raw)
-        except (TypeError, ValueError):
-            raise InvalidParameter(f"{key} must be a number, got {raw!r}") from None
-        if not lo <= value <= hi:
-            raise InvalidParameter(f"{key} must be between {lo} and {hi}, got {value}")
-        values[key] = value
-    return BeamOptions(**{**defaults.__dict__, **values})
+    return BeamOptions(
+        beam_size=int_option(request, "beam_size", defaults.beam_size, *LIMITS["beam_size"]),
+        max_length=int_option(request, "max_length", defaults.max_length, *LIMITS["max_length"]),
+        length_norm=float_option(request, "length_norm", defaults.length_norm, *LIMITS["length_norm"]),
+    )

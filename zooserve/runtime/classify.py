@@ -13,11 +13,19 @@ from typing import Any
 import torch
 from torchvision.transforms.v2 import functional as F
 
-from zooserve.errors import ConfigError, ImageTooLarge, InvalidParameter
+from zooserve.errors import ConfigError
 from zooserve.export.dense import scores_from_map
 from zooserve.models.preprocess import normalize, resize_batch
 from zooserve.runtime.bundle import Bundle
-from zooserve.runtime.images import check_header, decode_image_bytes, decode_jpegs_on_gpu, image_bytes
+from zooserve.runtime.images import (
+    check_batch_pixels,
+    decode_image_bytes,
+    decode_jpegs_on_gpu,
+    image_bytes,
+    limits_for,
+    probe,
+)
+from zooserve.runtime.options import int_option
 from zooserve.runtime.pipeline import Pipeline, Request
 from zooserve.specs import Evaluation
 
@@ -26,22 +34,8 @@ from zooserve.specs import Evaluation
 class Item:
     image: torch.Tensor | None  # uint8 (C, H, W); None while a JPEG waits for the GPU batch decode
     topk: int
+    pixels: int  # declared by the image's header: what the batch budget counts
     jpeg: bytes = b""
-
-
-def request_topk(request: Request, default: int, limit: int) -> int:
-    raw = request.headers.get("x-topk") or (
-        request.body.get("topk") if isinstance(request.body, dict) else None
-    )
-    if raw is None:
-        return default
-    try:
-        k = int(raw)
-    except (TypeError, ValueError):
-        raise InvalidParameter(f"topk must be an integer, got {raw!r}") from None
-    if not 1 <= k <= limit:
-        raise InvalidParameter(f"topk must be between 1 and {limit}")
-    return k
 
 
 def topk_predictions(probs: torch.Tensor, ks: list[int], labels: Sequence[str]) -> list[list[dict[str, Any]]]:
@@ -71,18 +65,22 @@ class ClassifyPipeline(Pipeline):
         self.evaluation = opts.evaluation
         self.scales = opts.scales
         self.flip = opts.flip
-        self.max_pixels = opts.max_pixels
         self.batch_pixels = opts.max_batch_pixels
+        cover = max(self.scales) if self.evaluation == Evaluation.DENSE and self.scales else self.spec.resize
+        self.limits = limits_for(self.spec.channels, opts, cover or self.spec.size)
         self.gpu_decode = bundle.device.type == "cuda" and self.spec.channels == 3
         if self.evaluation == Evaluation.DENSE and (self.dense_model is None or not self.scales):
             raise ConfigError("evaluation 'dense' needs an archive built with --dense (the FC-to-conv model)")
 
     def decode(self, request: Request) -> Item:
-        topk = request_topk(request, self.topk, len(self.labels))
+        topk = int_option(request, "topk", self.topk, 1, len(self.labels))
         data = image_bytes(request)
-        if self.gpu_decode and check_header(data, self.max_pixels) == "JPEG":
-            return Item(None, topk, jpeg=data)  # decoded with its batch-mates on the GPU
-        return Item(decode_image_bytes(data, self.spec.channels, self.max_pixels), topk)
+        if self.gpu_decode:
+            fmt, pixels = probe(data, self.limits)
+            if fmt == "JPEG":
+                return Item(None, topk, pixels, jpeg=data)  # decoded with its batch-mates on the GPU
+        decoded = decode_image_bytes(data, self.limits)
+        return Item(decoded.image, topk, decoded.declared_pixels)
 
     def _images(self, items: list[Item]) -> list[torch.Tensor]:
         """Every item's image on the model's device: pending JPEGs in one GPU decode, the rest
@@ -104,9 +102,7 @@ class ClassifyPipeline(Pipeline):
     def preprocess(self, items: list[Item]) -> list[torch.Tensor]:
         """One float batch per forward: [centre] or [ten crops] or [one per dense scale], built on
         the model's device (``_images`` put the images there)."""
-        pixels = sum(it.image[0].numel() if it.image is not None else 0 for it in items)
-        if len(items) > 1 and pixels > self.batch_pixels:
-            raise ImageTooLarge("batch exceeds the pixel budget")  # run_batch retries one by one
+        check_batch_pixels([it.pixels for it in items], self.batch_pixels)  # run_batch splits the batch
         images = self._images(items)
         if self.evaluation == Evaluation.CENTER:
             return [normalize(resize_batch(images, self.spec), self.spec)]

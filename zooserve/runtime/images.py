@@ -1,26 +1,75 @@
-"""Image decode for every image task: header check (size budget, format) -> torchvision decoder
-(Pillow for the formats torchvision cannot read safely) -> uint8 CHW. Preprocessing of decoded
-images lives with the model's input spec: ``zooserve.models.preprocess``."""
+"""Image decode for every image task, with a cost bounded by what the model needs.
+
+1. The format is sniffed from the first bytes against an allowlist (JPEG, PNG, GIF, WebP, BMP,
+   TIFF); only that format's Pillow plugin ever sees the bytes.
+2. The declared size is read from the header alone and checked against the budgets before any
+   pixel is decoded: ``max_pixels`` for what an image may declare, ``max_decoded_pixels`` for what
+   may be decoded at full resolution (every format but a JPEG decoded at reduced scale).
+3. One frame only (animated GIF/WebP, multi-page TIFF), decoded to uint8 CHW.
+
+JPEGs in ``fast`` mode are decoded by libjpeg-turbo directly at the smallest DCT scale (1/2, 1/4,
+1/8) whose shorter side still covers ``min_side`` (the model's resize side), through Pillow's
+``draft``; ``exact`` mode decodes at full size with torchvision (the pixels torchvision's own
+transforms see). PNG goes through Pillow: torchvision 0.29's decode_png crashes the process
+(SIGSEGV) on some corrupt IDAT streams.
+"""
 
 from __future__ import annotations
 
 import io
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from PIL import Image
-from torchvision.io import ImageReadMode, decode_image, decode_jpeg
-from torchvision.transforms.v2 import functional as F
+from torchvision.io import ImageReadMode, decode_jpeg
 
 from zooserve.errors import EmptyBody, ImageTooLarge, InvalidImage, UnsupportedMediaType
+from zooserve.manifest import ServingOptions
 from zooserve.runtime.pipeline import Request
+from zooserve.specs import Decode
 
-# PNG goes through Pillow: torchvision 0.29's decode_png crashes the process (SIGSEGV) on some
-# corrupt IDAT streams, which would take down every request of the worker's batch.
-TORCHVISION_FORMATS = {"JPEG", "GIF", "WEBP"}
-PIL_FORMATS = {"PNG", "BMP", "TIFF", "PPM", "ICO", "TGA"}
+# Pillow plugin name -> the signatures its files start with (offset 0; WebP also at 8)
+SIGNATURES: dict[str, tuple[bytes, ...]] = {
+    "JPEG": (b"\xff\xd8\xff",),
+    "PNG": (b"\x89PNG\r\n\x1a\n",),
+    "GIF": (b"GIF87a", b"GIF89a"),
+    "WEBP": (b"RIFF",),  # and b"WEBP" at offset 8
+    "BMP": (b"BM",),
+    "TIFF": (b"II*\x00", b"MM\x00*"),
+}
+SUPPORTED = "JPEG, PNG, GIF, WebP, BMP or TIFF"
 _TEXT_TYPES = ("text/", "application/json", "application/xml", "application/x-www-form-urlencoded")
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    channels: int  # 3 (RGB) or 1 (grey)
+    max_pixels: int  # what an image may declare
+    max_decoded_pixels: int  # what may be decoded at full resolution
+    min_side: int | None = None  # fast JPEG decode: the shorter side the model resizes to; None: exact
+
+
+@dataclass(frozen=True)
+class Decoded:
+    image: torch.Tensor  # uint8 (channels, H, W)
+    declared_pixels: int  # width x height from the header (what batch budgets count)
+
+
+def limits_for(channels: int, opts: ServingOptions, cover: int) -> DecodeLimits:
+    """A model's decode limits: ``cover`` is the shorter side its preprocessing resizes to."""
+    min_side = cover if opts.decode == Decode.FAST else None
+    return DecodeLimits(channels, opts.max_pixels, opts.max_decoded_pixels, min_side)
+
+
+def check_batch_pixels(declared: Sequence[int], budget: int) -> None:
+    """A batch over the budget raises; run_batch then splits it (a single image is always let
+    through here: its own limits were checked at decode)."""
+    if len(declared) > 1 and sum(declared) > budget:
+        total = sum(declared)
+        raise ImageTooLarge(f"batch of {len(declared)} images declares {total} pixels; the limit is {budget}")
 
 
 def image_bytes(request: Request) -> bytes:
@@ -34,69 +83,97 @@ def image_bytes(request: Request) -> bytes:
     return bytes(body)
 
 
-def check_header(data: bytes, max_pixels: int) -> str:
-    """The image format, after checking the declared size against the pixel budget."""
-    fmt, (width, height) = _probe(data)
-    if width * height > max_pixels:
-        raise ImageTooLarge(f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
-    return fmt
+def sniff(data: bytes) -> str:
+    """The Pillow format name of ``data`` from its signature, or InvalidImage."""
+    for fmt, starts in SIGNATURES.items():
+        if data.startswith(starts) and (fmt != "WEBP" or data[8:12] == b"WEBP"):
+            return fmt
+    raise InvalidImage(f"not an image this model reads ({len(data)} bytes): send {SUPPORTED}")
+
+
+def probe(data: bytes, limits: DecodeLimits) -> tuple[str, int]:
+    """(format, declared pixels) from the header alone, after the budget checks."""
+    fmt = sniff(data)
+    with _open(data, fmt) as im:
+        width, height = im.size
+    _check_budget(width, height, limits.max_pixels, "declares")
+    return fmt, width * height
+
+
+def decode_image_bytes(data: bytes, limits: DecodeLimits) -> Decoded:
+    """The first frame as uint8 (channels, H, W); bad bytes raise InvalidImage, budgets ImageTooLarge."""
+    fmt, declared = probe(data, limits)
+    with _open(data, fmt) as im:
+        reduction = jpeg_reduction(im.size, limits.min_side) if fmt == "JPEG" else 1
+        if fmt == "JPEG" and reduction == 1:  # exact mode, or a photo too small to scale
+            _check_budget(*im.size, limits.max_decoded_pixels, "would decode to")
+            return Decoded(_decode_jpeg_full(data, limits.channels), declared)
+        try:
+            if reduction > 1:  # libjpeg-turbo decodes in the DCT domain at 1/reduction scale
+                width, height = im.size
+                im.draft("RGB" if limits.channels == 3 else "L", (width // reduction, height // reduction))
+            _check_budget(*im.size, limits.max_decoded_pixels, "would decode to")
+            im.seek(0)  # first frame of an animation or of a multi-page TIFF
+            return Decoded(_to_tensor(im, limits.channels), declared)
+        except (ImageTooLarge, InvalidImage):
+            raise
+        except Exception as e:  # noqa: BLE001 - Pillow raises many types for corrupt data
+            raise InvalidImage(f"cannot decode {fmt} image: {_first_line(e)}") from None
+
+
+def jpeg_reduction(size: tuple[int, int], min_side: int | None) -> int:
+    """The largest of libjpeg's scales 1/2, 1/4, 1/8 whose shorter side still covers ``min_side``
+    (1: decode at full size)."""
+    if min_side is None:
+        return 1
+    shorter = min(size)
+    return next((r for r in (8, 4, 2) if shorter // r >= min_side), 1)
+
+
+def _open(data: bytes, fmt: str) -> Image.Image:
+    try:
+        im = Image.open(io.BytesIO(data), formats=[fmt])
+    except Image.DecompressionBombError as e:
+        raise ImageTooLarge(f"image declares too many pixels: {_first_line(e)}") from None
+    except Exception as e:  # noqa: BLE001 - Pillow raises many types for truncated headers
+        raise InvalidImage(f"not a decodable {fmt} image ({len(data)} bytes): {_first_line(e)}") from None
+    return im
+
+
+def _check_budget(width: int, height: int, budget: int, verb: str) -> None:
+    if width < 1 or height < 1:
+        raise InvalidImage(f"image {verb} an empty size {width}x{height}")
+    if width * height > budget:
+        raise ImageTooLarge(f"image {verb} {width}x{height} = {width * height} pixels; the limit is {budget}")
+
+
+def _to_tensor(im: Image.Image, channels: int) -> torch.Tensor:
+    if im.mode.startswith("I"):  # 16/32-bit grey: Pillow clips on convert, so scale first
+        im = im.point(lambda v: v / 256)
+    im = im.convert("RGB" if channels == 3 else "L")
+    array = np.asarray(im).reshape(im.height, im.width, channels)  # one copy out of Pillow
+    with warnings.catch_warnings():  # read-only memory shared, never written in place downstream
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def _decode_jpeg_full(data: bytes, channels: int) -> torch.Tensor:
+    """torchvision's decoder: the pixels torchvision's own transforms see."""
+    mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
+    try:
+        return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
+    except RuntimeError as e:
+        raise InvalidImage(f"cannot decode JPEG image: {_first_line(e)}") from None
 
 
 def decode_jpegs_on_gpu(datas: Sequence[bytes], device: torch.device) -> list[torch.Tensor]:
     """nvJPEG: the whole batch's JPEGs in one ``decode_jpeg`` call, straight into GPU memory.
-    A corrupt file fails the call; run_batch then retries one by one, which names the culprit."""
+    A corrupt file fails the call; run_batch then splits the batch, which isolates the culprit."""
     buffers = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
     try:
         return list(decode_jpeg(buffers, mode=ImageReadMode.RGB, device=device))
     except RuntimeError as e:
         raise InvalidImage(f"cannot decode JPEG image: {_first_line(e)}") from None
-
-
-def decode_image_bytes(data: bytes, channels: int, max_pixels: int) -> torch.Tensor:
-    """uint8 tensor (channels, H, W). Bad bytes raise InvalidImage/UnsupportedMediaType/ImageTooLarge."""
-    fmt = check_header(data, max_pixels)
-    mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
-    if fmt in TORCHVISION_FORMATS:
-        try:
-            img = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
-        except RuntimeError as e:
-            raise InvalidImage(f"cannot decode {fmt} image: {_first_line(e)}") from None
-        if img.ndim == 4:  # animated GIF: first frame
-            img = img[0]
-        if img.shape[0] != channels:  # decode_gif/decode_webp ignore GRAY mode (return RGB)
-            img = F.rgb_to_grayscale(img[:3])
-        return img
-    return _decode_with_pil(data, channels)
-
-
-def _probe(data: bytes) -> tuple[str, tuple[int, int]]:
-    """Format and declared size from the header alone (cheap; no pixel is decoded)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
-                fmt, size = (im.format or "").upper(), im.size
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageTooLarge(f"image declares too many pixels: {_first_line(e)}") from None
-    except Image.UnidentifiedImageError:
-        raise InvalidImage(f"not a decodable image ({len(data)} bytes): unrecognised format") from None
-    except Exception as e:  # noqa: BLE001 - PIL raises many types for truncated headers
-        raise InvalidImage(f"not a decodable image ({len(data)} bytes): {_first_line(e)}") from None
-    if fmt not in TORCHVISION_FORMATS | PIL_FORMATS:
-        raise UnsupportedMediaType(f"image format {fmt or 'unknown'} is not supported")
-    return fmt, size
-
-
-def _decode_with_pil(data: bytes, channels: int) -> torch.Tensor:
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            if im.mode.startswith("I"):  # 16/32-bit grey: Pillow clips on convert, so scale first
-                im = im.point(lambda v: v / 256)
-            im = im.convert("RGB" if channels == 3 else "L")
-            arr = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
-            return arr.view(im.height, im.width, channels).permute(2, 0, 1)
-    except Exception as e:  # noqa: BLE001
-        raise InvalidImage(f"cannot decode image: {_first_line(e)}") from None
 
 
 def _first_line(e: BaseException) -> str:

@@ -2,7 +2,7 @@
 
 ``decode`` runs per request (it is where bad input is caught, so it can fail one request alone);
 ``preprocess``, ``forward`` and ``postprocess`` run once per batch over the requests that decoded.
-Handlers are thin adapters around ``run_batch``.
+Handlers are thin adapters around ``run_batch``, which never raises: every request gets a response.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from zooserve.errors import InferenceFailed, RequestError, ServiceError
+from zooserve.errors import InferenceFailed, MalformedRequest, ServiceError
 from zooserve.runtime import metrics
 
 
@@ -24,13 +24,6 @@ class Request:
     body: Any  # bytes | str | dict | list | None (TorchServe pre-decodes JSON and text/*)
     headers: dict[str, str] = field(default_factory=dict)  # lower-cased names
     content_type: str = ""
-
-    def flag(self, name: str) -> bool:
-        """A boolean option from a header (``X-Attention: 1``) or a JSON body key."""
-        value = self.headers.get(f"x-{name}".lower())
-        if value is None and isinstance(self.body, dict):
-            value = self.body.get(name)
-        return str(value).lower() in ("1", "true", "yes")
 
 
 @dataclass
@@ -61,38 +54,52 @@ class Pipeline(ABC):
         """Batch outputs -> one JSON-able response body per item."""
 
 
-def run_batch(pipeline: Pipeline, requests: Sequence[Request]) -> list[Response]:
-    """Run the stages; a request that fails to decode gets its own 4xx, the rest are served."""
+def run_batch(pipeline: Pipeline, requests: Sequence[Request | ServiceError]) -> list[Response]:
+    """One response per request, in order, whatever the requests carry.
+
+    A request that fails to decode (or arrives already failed, as a ``ServiceError``) gets its own
+    error response. If a batch stage fails, the batch is split in halves and retried until the
+    request that causes the failure is alone: it gets the error, its batch-mates their answers.
+    """
     model = pipeline.model_name
     t0 = time.perf_counter()
     responses: list[Response | None] = [None] * len(requests)
     items, positions = [], []
     for i, req in enumerate(requests):
         try:
+            if isinstance(req, ServiceError):
+                raise req
             items.append(pipeline.decode(req))
             positions.append(i)
-        except RequestError as e:
-            responses[i] = Response(e.status, e.to_json())
-    t1 = time.perf_counter()
-    metrics.observe_stage(model, "decode", t1 - t0)
+        except Exception as e:  # noqa: BLE001 - whatever a request's bytes or options raise is its own 4xx
+            responses[i] = _error_response(e, client_side=True)
+    metrics.observe_stage(model, "decode", time.perf_counter() - t0)
     if items:
-        try:
-            bodies = _stages(pipeline, items)
-        except RequestError as e:  # a batch-level request limit (e.g. pixel budget): split and retry
-            bodies = _one_by_one(pipeline, items) if len(items) > 1 else [e]
-        except ServiceError as e:
-            bodies = [e] * len(items)
-        except Exception as e:  # noqa: BLE001 - a model bug must not look like a client error
-            err = InferenceFailed(f"{type(e).__name__}: {e}")
-            bodies = [err] * len(items)
-        for pos, body in zip(positions, bodies, strict=True):
-            responses[pos] = (
-                Response(body.status, body.to_json())
-                if isinstance(body, ServiceError)
-                else Response(200, body)
-            )
-    metrics.observe_batch(model, len(requests), time.perf_counter() - t0, [r.status for r in responses if r])
-    return [r for r in responses if r is not None]
+        for pos, body in zip(positions, _isolated(pipeline, items), strict=True):
+            responses[pos] = body if isinstance(body, Response) else Response(200, body)
+    done = [r for r in responses if r is not None]
+    metrics.observe_batch(model, len(requests), time.perf_counter() - t0, [r.status for r in done])
+    return done
+
+
+def _isolated(pipeline: Pipeline, items: list[Any]) -> list[Any]:
+    """The stages over ``items``; on failure, over each half, down to the one item that fails."""
+    try:
+        return _stages(pipeline, items)
+    except Exception as e:  # noqa: BLE001 - a failure must stay with the request that causes it
+        if len(items) == 1:
+            return [_error_response(e, client_side=False)]
+        half = len(items) // 2
+        return _isolated(pipeline, items[:half]) + _isolated(pipeline, items[half:])
+
+
+def _error_response(e: Exception, client_side: bool) -> Response:
+    """Our typed error as is; anything else is the client's 400 while reading its request, or,
+    in a batch stage that fails on this request alone, a 500 that is ours."""
+    if not isinstance(e, ServiceError):
+        detail = f"{type(e).__name__}: {str(e)[:200]}"
+        e = MalformedRequest(f"cannot read the request: {detail}") if client_side else InferenceFailed(detail)
+    return Response(e.status, e.to_json())
 
 
 def _stages(pipeline: Pipeline, items: list[Any]) -> list[Any]:
@@ -103,13 +110,3 @@ def _stages(pipeline: Pipeline, items: list[Any]) -> list[Any]:
         outputs = pipeline.forward(inputs)
     with metrics.timed(model, "postprocess"):
         return pipeline.postprocess(outputs, items)
-
-
-def _one_by_one(pipeline: Pipeline, items: list[Any]) -> list[Any]:
-    out: list[Any] = []
-    for item in items:
-        try:
-            out.extend(_stages(pipeline, [item]))
-        except ServiceError as e:
-            out.append(e)
-    return out

@@ -16,7 +16,8 @@ from tokenizers import Tokenizer
 
 from zooserve.errors import EmptyBody, InvalidJSON, InvalidText, PayloadTooLarge
 from zooserve.runtime.bundle import Bundle
-from zooserve.runtime.classify import request_topk, topk_predictions
+from zooserve.runtime.classify import topk_predictions
+from zooserve.runtime.options import int_option
 from zooserve.runtime.pipeline import Pipeline, Request
 
 
@@ -96,7 +97,7 @@ class TextPipeline(Pipeline):
         )
 
     def decode(self, request: Request) -> TextItem:
-        topk = request_topk(request, self.topk, len(self.labels))
+        topk = int_option(request, "topk", self.topk, 1, len(self.labels))
         return TextItem(request_text(request, self.max_bytes), topk)
 
     def preprocess(self, items: list[TextItem]) -> TextBatch:

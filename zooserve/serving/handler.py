@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from zooserve.errors import InferenceFailed, MalformedRequest, ServiceError
 from zooserve.runtime.bundle import load_bundle
-from zooserve.runtime.pipeline import Pipeline, Request, run_batch
+from zooserve.runtime.pipeline import Pipeline, Request, Response, run_batch
 from zooserve.runtime.tasks import make_pipeline
 from zooserve.serving import oip
 
+logger = logging.getLogger(__name__)
 _pipeline: Pipeline | None = None
 
 
@@ -61,18 +64,52 @@ def _text(value: bytes | bytearray | str) -> str:
 
 
 def handle(data: list[dict[str, Any]] | None, context: Any) -> list[bytes] | None:
+    """Answer every request of the batch; never raise (TorchServe would answer 503 to all of them)."""
     global _pipeline
     if _pipeline is None:
-        _pipeline = _initialize(context)
+        _pipeline = _initialize(context)  # a model that cannot load is the operator's to fix: raise
     if data is None:
         return None
-    requests = [_request(d, context, i) for i, d in enumerate(data)]
-    v2 = {i: r.body for i, r in enumerate(requests) if oip.is_oip(r.body)}  # TorchServe's OIP gRPC
-    requests = [oip.to_request(v2[i], r.headers) if i in v2 else r for i, r in enumerate(requests)]
-    responses = run_batch(_pipeline, requests)
-    for idx, resp in enumerate(responses):
+    try:
+        return _answer(_pipeline, data, context)
+    except Exception as e:  # noqa: BLE001 - a bug of ours: 500 for each request, never a batch-wide 503
+        logger.exception("handler failed on a batch of %d", len(data))
+        error = InferenceFailed(f"{type(e).__name__}: {str(e)[:200]}")
+        for idx in range(len(data)):
+            context.set_response_content_type(idx, "application/json")
+            context.set_response_status(error.status, error.type, idx)
+        return [json.dumps(error.to_json()).encode()] * len(data)
+
+
+def _answer(pipeline: Pipeline, data: list[dict[str, Any]], context: Any) -> list[bytes]:
+    requests: list[Request | ServiceError] = []
+    v2: dict[int, dict[str, Any]] = {}  # TorchServe's OIP gRPC requests: answered in their shape
+    for idx, item in enumerate(data):
+        try:
+            request = _request(item, context, idx)
+            if oip.is_oip(request.body):
+                v2[idx] = request.body
+                request = oip.to_request(request.body, request.headers)
+            requests.append(request)
+        except Exception as e:  # noqa: BLE001 - an unreadable request fails alone
+            requests.append(MalformedRequest(f"cannot read the request: {type(e).__name__}: {str(e)[:200]}"))
+    out = []
+    for idx, resp in enumerate(run_batch(pipeline, requests)):
+        body, resp = _serialise(resp, v2.get(idx))
         context.set_response_content_type(idx, "application/json")
         if resp.status != 200:
             context.set_response_status(resp.status, str(resp.body.get("type", "")), idx)
-    bodies = [oip.to_response(v2[i], r) if i in v2 else r.body for i, r in enumerate(responses)]
-    return [json.dumps(b, separators=(",", ":")).encode() for b in bodies]
+        out.append(body)
+    return out
+
+
+def _serialise(resp: Response, oip_request: dict[str, Any] | None) -> tuple[bytes, Response]:
+    """Strict JSON (no NaN/Infinity, which clients cannot parse); a body that cannot be written
+    becomes that request's 500."""
+    for attempt in (resp, Response(500, InferenceFailed("the model produced a non-finite output").to_json())):
+        body = oip.to_response(oip_request, attempt) if oip_request is not None else attempt.body
+        try:
+            return json.dumps(body, separators=(",", ":"), allow_nan=False).encode(), attempt
+        except ValueError:
+            continue
+    raise AssertionError("unreachable: the error body is plain JSON")
