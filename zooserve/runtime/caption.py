@@ -49,6 +49,11 @@ class CaptionPipeline(Pipeline):
         options = request_options(request, self.defaults)
         return CaptionItem(decoded.image, decoded.declared_pixels, flag_option(request, "attention"), options)
 
+    def example_item(self) -> CaptionItem:
+        side = int((self.limits.min_side or self.spec.size) * 1.5)
+        image = torch.zeros(3, side, side * 4 // 3, dtype=torch.uint8)
+        return CaptionItem(image, image[0].numel(), False, self.defaults)
+
     def preprocess(self, items: list[CaptionItem]) -> tuple[torch.Tensor, list[BeamOptions]]:
         images.check_batch_pixels([it.pixels for it in items], self.batch_pixels)  # run_batch splits
         batch = resize_batch([it.image for it in items], self.spec)

@@ -82,6 +82,12 @@ class ClassifyPipeline(Pipeline):
         decoded = decode_image_bytes(data, self.limits)
         return Item(decoded.image, topk, decoded.declared_pixels)
 
+    def example_item(self) -> Item:
+        """A photo-sized image: larger than the model's input, so warm-up resizes as requests do."""
+        side = int((self.limits.min_side or self.spec.size) * 1.5)
+        image = torch.zeros(self.spec.channels, side, side * 4 // 3, dtype=torch.uint8)
+        return Item(image, self.topk, image[0].numel())
+
     def _images(self, items: list[Item]) -> list[torch.Tensor]:
         """Every item's image on the model's device: pending JPEGs in one GPU decode, the rest
         copied from pinned memory without blocking."""

@@ -45,12 +45,17 @@ def observe_stage(model: str, stage: str, seconds: float) -> None:
 
 
 @contextmanager
-def timed(model: str, stage: str) -> Iterator[None]:
+def timed(model: str, stage: str, into: dict[str, float] | None = None) -> Iterator[None]:
+    """Observe the block's duration; ``into[stage]`` accumulates it too (a split batch runs a
+    stage more than once)."""
     t = time.perf_counter()
     try:
         yield
     finally:
-        observe_stage(model, stage, time.perf_counter() - t)
+        seconds = time.perf_counter() - t
+        observe_stage(model, stage, seconds)
+        if into is not None:
+            into[stage] = into.get(stage, 0.0) + seconds
 
 
 def observe_batch(model: str, size: int, seconds: float, statuses: Sequence[int]) -> None:

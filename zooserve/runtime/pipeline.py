@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from zooserve.errors import InferenceFailed, MalformedRequest, ServiceError
+from zooserve.errors import DeadlineExceeded, InferenceFailed, MalformedRequest, ServiceError
 from zooserve.runtime import metrics
 
 
@@ -24,6 +24,15 @@ class Request:
     body: Any  # bytes | str | dict | list | None (TorchServe pre-decodes JSON and text/*)
     headers: dict[str, str] = field(default_factory=dict)  # lower-cased names
     content_type: str = ""
+    deadline: float | None = None  # wall-clock time (time.time()) after which the answer is useless
+
+
+@dataclass
+class BatchTimes:
+    """Where one batch's time went (seconds), and when it started (wall clock)."""
+
+    started: float = 0.0
+    stages: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -53,15 +62,38 @@ class Pipeline(ABC):
     def postprocess(self, outputs: Any, items: list[Any]) -> list[dict[str, Any]]:
         """Batch outputs -> one JSON-able response body per item."""
 
+    @abstractmethod
+    def example_item(self) -> Any:
+        """A decoded item like a typical request's, for warm-up."""
+
+    def warmup(self, batch_sizes: Sequence[int]) -> float:
+        """Run every stage once per batch size on example items, so that first-call costs
+        (allocations, compiled kernels' first launch) are paid before serving; seconds taken."""
+        t0 = time.perf_counter()
+        item = self.example_item()
+        for n in batch_sizes:
+            items = [item] * n
+            self.postprocess(self.forward(self.preprocess(items)), items)
+        return time.perf_counter() - t0
+
 
 def run_batch(pipeline: Pipeline, requests: Sequence[Request | ServiceError]) -> list[Response]:
-    """One response per request, in order, whatever the requests carry.
+    """One response per request, in order, whatever the requests carry."""
+    return run_batch_timed(pipeline, requests)[0]
 
-    A request that fails to decode (or arrives already failed, as a ``ServiceError``) gets its own
-    error response. If a batch stage fails, the batch is split in halves and retried until the
+
+def run_batch_timed(
+    pipeline: Pipeline, requests: Sequence[Request | ServiceError]
+) -> tuple[list[Response], BatchTimes]:
+    """``run_batch`` and where its time went.
+
+    A request whose deadline has passed is answered DeadlineExceeded before any work is done for
+    it. A request that fails to decode (or arrives already failed, as a ``ServiceError``) gets its
+    own error response. If a batch stage fails, the batch is split in halves and retried until the
     request that causes the failure is alone: it gets the error, its batch-mates their answers.
     """
     model = pipeline.model_name
+    times = BatchTimes(started=time.time())
     t0 = time.perf_counter()
     responses: list[Response | None] = [None] * len(requests)
     items, positions = [], []
@@ -69,28 +101,33 @@ def run_batch(pipeline: Pipeline, requests: Sequence[Request | ServiceError]) ->
         try:
             if isinstance(req, ServiceError):
                 raise req
+            if req.deadline is not None and times.started > req.deadline:
+                late_ms = (times.started - req.deadline) * 1e3
+                raise DeadlineExceeded(f"the deadline passed {late_ms:.0f} ms before the model reached it")
             items.append(pipeline.decode(req))
             positions.append(i)
         except Exception as e:  # noqa: BLE001 - whatever a request's bytes or options raise is its own 4xx
             responses[i] = _error_response(e, client_side=True)
-    metrics.observe_stage(model, "decode", time.perf_counter() - t0)
+    times.stages["decode"] = time.perf_counter() - t0
+    metrics.observe_stage(model, "decode", times.stages["decode"])
     if items:
-        for pos, body in zip(positions, _isolated(pipeline, items), strict=True):
+        for pos, body in zip(positions, _isolated(pipeline, items, times), strict=True):
             responses[pos] = body if isinstance(body, Response) else Response(200, body)
     done = [r for r in responses if r is not None]
-    metrics.observe_batch(model, len(requests), time.perf_counter() - t0, [r.status for r in done])
-    return done
+    times.stages["handler"] = time.perf_counter() - t0
+    metrics.observe_batch(model, len(requests), times.stages["handler"], [r.status for r in done])
+    return done, times
 
 
-def _isolated(pipeline: Pipeline, items: list[Any]) -> list[Any]:
+def _isolated(pipeline: Pipeline, items: list[Any], times: BatchTimes) -> list[Any]:
     """The stages over ``items``; on failure, over each half, down to the one item that fails."""
     try:
-        return _stages(pipeline, items)
+        return _stages(pipeline, items, times)
     except Exception as e:  # noqa: BLE001 - a failure must stay with the request that causes it
         if len(items) == 1:
             return [_error_response(e, client_side=False)]
         half = len(items) // 2
-        return _isolated(pipeline, items[:half]) + _isolated(pipeline, items[half:])
+        return _isolated(pipeline, items[:half], times) + _isolated(pipeline, items[half:], times)
 
 
 def _error_response(e: Exception, client_side: bool) -> Response:
@@ -102,11 +139,11 @@ def _error_response(e: Exception, client_side: bool) -> Response:
     return Response(e.status, e.to_json())
 
 
-def _stages(pipeline: Pipeline, items: list[Any]) -> list[Any]:
+def _stages(pipeline: Pipeline, items: list[Any], times: BatchTimes) -> list[Any]:
     model = pipeline.model_name
-    with metrics.timed(model, "preprocess"):
+    with metrics.timed(model, "preprocess", times.stages):
         inputs = pipeline.preprocess(items)
-    with metrics.timed(model, "inference"):
+    with metrics.timed(model, "inference", times.stages):
         outputs = pipeline.forward(inputs)
-    with metrics.timed(model, "postprocess"):
+    with metrics.timed(model, "postprocess", times.stages):
         return pipeline.postprocess(outputs, items)

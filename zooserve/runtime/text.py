@@ -100,6 +100,9 @@ class TextPipeline(Pipeline):
         topk = int_option(request, "topk", self.topk, 1, len(self.labels))
         return TextItem(request_text(request, self.max_bytes), topk)
 
+    def example_item(self) -> TextItem:
+        return TextItem("a short sentence to warm the model up " * 4, self.topk)
+
     def preprocess(self, items: list[TextItem]) -> TextBatch:
         """One batched encode; padded to the longest in the batch (rounded up to the multiple)."""
         encodings = self.tokenizer.encode_batch([it.text for it in items])
