@@ -87,13 +87,30 @@ def _server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-token-auth", action="store_true", help="disable TorchServe token authorization")
     for f in fields(server.Ports):
         p.add_argument(f"--{f.name.replace('_', '-')}-port", type=int, default=f.default)
-    p.add_argument("--no-v2", action="store_true", help="do not serve the standard v2 protocol")
+    p.add_argument(
+        "--no-gateway",
+        action="store_true",
+        help="TorchServe alone on the public ports: no admission, deadlines, request ids or v2 protocol",
+    )
+    p.add_argument(
+        "--enable-model-api", action="store_true", help="allow registering store archives at run time"
+    )
+    p.add_argument("--token-expiry-min", type=int, default=server.DEFAULT_TOKEN_EXPIRY_MIN)
+    p.add_argument("--otlp-endpoint", help="export OpenTelemetry traces to this OTLP/gRPC host:port")
 
 
 def _server_config(args: argparse.Namespace) -> server.ServerConfig:
     ports = server.Ports(**{f.name: getattr(args, f"{f.name}_port") for f in fields(server.Ports)})
     return server.ServerConfig(
-        args.model_store, args.run_dir, args.bind, ports, token_auth=not args.no_token_auth, v2=not args.no_v2
+        args.model_store,
+        args.run_dir,
+        args.bind,
+        ports,
+        token_auth=not args.no_token_auth,
+        gateway=not args.no_gateway,
+        model_api=args.enable_model_api,
+        token_expiry_min=args.token_expiry_min,
+        otlp_endpoint=args.otlp_endpoint,
     )
 
 
@@ -153,16 +170,26 @@ def cmd_build(args: argparse.Namespace) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> None:
     cfg = _server_config(args)
-    server.start(cfg, args.models, timeout=args.timeout, foreground=args.foreground)
-    print(
-        f"TorchServe ready: REST {cfg.url('inference')}  gRPC {cfg.host}:{cfg.ports.grpc_inference}  "
-        f"metrics {cfg.url('metrics')}/metrics, {cfg.url('exporter')}/metrics  token {cfg.key_file}"
-    )
-    if cfg.v2:
+
+    def ready() -> None:
         print(
-            f"Open Inference Protocol (v2): REST {cfg.url('v2_http')}/v2  "
-            f"gRPC {cfg.host}:{cfg.ports.v2_grpc}  metrics {cfg.url('v2_metrics')}/metrics"
+            f"zooserve ready: REST {cfg.url('inference')}  gRPC {cfg.host}:{cfg.ports.grpc_inference}  "
+            f"management {cfg.url('management')}  token {cfg.key_file}",
+            flush=True,
         )
+        print(
+            f"metrics: {cfg.url('metrics')}/metrics (TorchServe), {cfg.url('exporter')}/metrics (handler)"
+            + (f", {cfg.url('gateway_metrics')}/metrics (gateway)" if cfg.gateway else ""),
+            flush=True,
+        )
+        if cfg.gateway:
+            print(
+                f"Open Inference Protocol (v2): REST {cfg.url('v2_http')}/v2  "
+                f"gRPC {cfg.host}:{cfg.ports.v2_grpc}",
+                flush=True,
+            )
+
+    server.start(cfg, args.models, timeout=args.timeout, foreground=args.foreground, on_ready=ready)
 
 
 def cmd_stop(args: argparse.Namespace) -> None:

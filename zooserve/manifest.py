@@ -27,6 +27,7 @@ MANIFEST_VERSION = 2
 @dataclass(frozen=True)
 class ServingOptions:
     threads: int = 1  # torch intra-op threads per worker
+    deadline_ms: int = 10_000  # a request's default deadline (queue time included) behind the gateway
     topk: int = 5
     evaluation: Evaluation = Evaluation.CENTER
     scales: tuple[int, ...] = ()  # dense evaluation: shorter-side scales

@@ -84,7 +84,9 @@ def _build_store(build_cache, store: Path) -> None:
 def faulty(build_cache, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faulty]:
     root = tmp_path_factory.mktemp("faults")
     _build_store(build_cache, root / "model_store")
-    cfg = server.on_free_ports(server.ServerConfig(model_store=root / "model_store", run_dir=root / "run"))
+    cfg = server.on_free_ports(
+        server.ServerConfig(model_store=root / "model_store", run_dir=root / "run", model_api=True)
+    )
     try:
         server.start(cfg, ["tiny_resnet", "tiny_resnet_budget"], timeout=240)
         yield Faulty(cfg, server.read_keys(cfg))

@@ -23,7 +23,7 @@ from zooserve.serving import grpc_stubs, server
 ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
 API_PORTS = ("inference", "management", "metrics", "grpc_inference", "grpc_management", "exporter",
-             "v2_http", "v2_grpc", "v2_metrics")  # fmt: skip
+             "v2_http", "v2_grpc", "gateway_metrics")  # fmt: skip
 
 
 # ---- binds ---------------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ import pytest
 
 from zooserve.client import Client
 from zooserve.serving import server
-from zooserve.serving.server import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -52,9 +51,7 @@ def threads_server(build_cache, tmp_path_factory: pytest.TempPathFactory) -> Ite
         # batch 1: every request is its own forward, so the burst is many conv parallel regions
         res = build_cache("tiny_resnet", format="torchscript", archive_name=name, threads=n)
         shutil.copy(res.archive, store / f"{name}.mar")
-    cfg = server.ServerConfig(
-        model_store=store, run_dir=root / "run", ports=server.Ports(*free_ports(6)), v2=False
-    )
+    cfg = server.on_free_ports(server.ServerConfig(model_store=store, run_dir=root / "run"))
     try:
         server.start(cfg, list(VARIANTS), timeout=240)
         yield cfg, Client(port=cfg.ports.inference, grpc_port=cfg.ports.grpc_inference, key_file=cfg.key_file)

@@ -13,9 +13,9 @@ import grpc
 import pytest
 import requests
 from v2_helpers import BAD, V2_MODELS, good_input, same_answer
-from zooserve._proto import grpc_predict_v2_pb2 as v2pb
 
 from zooserve import errors, server
+from zooserve._proto import grpc_predict_v2_pb2 as v2pb
 from zooserve.client import Client
 from zooserve.serving.v2 import process
 from zooserve.serving.v2.pbconv import answer_from_pb, call_to_pb
@@ -186,7 +186,7 @@ def test_front_end_has_its_own_metrics(served, v2, sample_jpegs) -> None:
     v2.predict("lenet5", sample_jpegs["china.jpg"], grpc=True)
     with pytest.raises(errors.InvalidImage):
         v2.predict("lenet5", BAD["image"], grpc=True)
-    text = requests.get(f"{served.cfg.url('v2_metrics')}/metrics", timeout=10).text
+    text = requests.get(f"{served.cfg.url('gateway_metrics')}/metrics", timeout=10).text
     assert 'zooserve_v2_requests_total{code="OK",method="ModelInfer",protocol="grpc"}' in text
     assert 'zooserve_v2_requests_total{code="INVALID_ARGUMENT",method="ModelInfer",protocol="grpc"}' in text
     assert 'zooserve_v2_infer_elements_total{model="lenet5"}' in text

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import grpc
 import pytest
-from zooserve._proto import grpc_predict_v2_pb2 as v2pb
-from zooserve._proto import open_inference_grpc_pb2 as tspb
 
 from zooserve import errors
+from zooserve._proto import grpc_predict_v2_pb2 as v2pb
+from zooserve._proto import open_inference_grpc_pb2 as tspb
 from zooserve.serving import oip
+from zooserve.serving.catalog import Catalog
 from zooserve.serving.v2 import rest_api
 from zooserve.serving.v2.backend import backend_error
-from zooserve.serving.v2.catalog import Catalog
 from zooserve.serving.v2.frontend import Frontend
 from zooserve.serving.v2.metrics import Metrics
 from zooserve.serving.v2.pbconv import answer_from_pb, answer_to_pb, call_from_pb, call_to_pb

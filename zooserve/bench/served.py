@@ -25,10 +25,16 @@ from zooserve.serving import server
 
 @contextlib.contextmanager
 def running(
-    store: Path, run_dir: Path, models: list[str], env: dict[str, str | None] | None = None
+    store: Path,
+    run_dir: Path,
+    models: list[str],
+    env: dict[str, str | None] | None = None,
+    gateway: bool = True,
 ) -> Iterator[server.ServerConfig]:
-    """A TorchServe for ``models``; ``env`` is set (None: unset) for the server and its workers only."""
-    cfg = server.on_free_ports(server.ServerConfig(model_store=store, run_dir=run_dir))
+    """A server for ``models`` with its model API on (benchmarks register variants); ``env`` is set
+    (None: unset) for the server and its workers only."""
+    cfg = server.ServerConfig(model_store=store, run_dir=run_dir, gateway=gateway, model_api=True)
+    cfg = server.on_free_ports(cfg)
     saved = {k: os.environ.get(k) for k in env or {}}
     try:
         for k, v in (env or {}).items():

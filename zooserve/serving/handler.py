@@ -138,7 +138,8 @@ def _answer(pipeline: Pipeline, data: list[dict[str, Any]], context: Any) -> lis
             request = _request(item, context, idx)
             if oip.is_oip(request.body):
                 v2[idx] = request.body
-                request = oip.to_request(request.body, request.headers)
+                request = oip.to_request(request.body, request.headers)  # its x-NAME inputs are headers
+                request.deadline = deadline(request.headers)
             ids[idx] = request.headers.get(REQUEST_ID_HEADER) or ids[idx]
             requests.append(request)
         except Exception as e:  # noqa: BLE001 - an unreadable request fails alone

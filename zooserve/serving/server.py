@@ -1,45 +1,54 @@
-"""Start, wait for and stop a real TorchServe (``zooserve serve`` / ``zooserve stop``).
+"""Start, wait for and stop a server (``zooserve serve`` / ``zooserve stop``): TorchServe, the
+gateway in front of it, and the handler-metrics exporter.
 
 We launch TorchServe's Java frontend ourselves rather than through the ``torchserve`` script: that
 script keeps one pid file in /tmp for the whole machine, so a second server (tests, benchmarks)
-would refuse to start. Each run directory holds its own pid files, logs, rendered
-config.properties and TorchServe's token ``key_file.json``.
+would refuse to start. Each run directory (created 0700 before anything is written to it) holds
+its own pid files, logs, rendered config.properties, worker sockets and TorchServe's token
+``key_file.json`` (0600). With the gateway (the default) TorchServe listens on private loopback
+ports and the gateway on the public ones; ``gateway=False`` puts TorchServe on them directly.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
+import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
-from importlib import resources
 from pathlib import Path
 
 import ts
 
 from zooserve.errors import ServerError
+from zooserve.serving import processes, properties
+from zooserve.serving.gateway import process as gateway
 from zooserve.serving.management import Management
+from zooserve.serving.processes import free_ports
 
 KEY_FILE = "key_file.json"
+NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"  # served names, as the build allows them
+DEFAULT_TOKEN_EXPIRY_MIN = 24 * 60  # the gateway renews both tokens at half their lifetime
+UNIX_SOCKET_PATH_MAX = 100  # sun_path is 108 bytes; TorchServe appends "/.ts.sock.NNNNN"
 
 
 @dataclass(frozen=True)
 class Ports:
     inference: int = 8080
     management: int = 8081
-    metrics: int = 8082
+    metrics: int = 8082  # TorchServe's own metrics
     grpc_inference: int = 7070
     grpc_management: int = 7071
     exporter: int = 8083  # zooserve handler metrics (prometheus-client multiprocess)
-    v2_http: int = 8000  # standard Open Inference Protocol (KServe v2) REST, Triton's ports
+    v2_http: int = 8000  # the standard Open Inference Protocol, as Triton
     v2_grpc: int = 8001
-    v2_metrics: int = 8002
+    gateway_metrics: int = 8002
 
 
 @dataclass(frozen=True)
@@ -49,7 +58,10 @@ class ServerConfig:
     bind: str = "127.0.0.1"
     ports: Ports = field(default_factory=Ports)
     token_auth: bool = True
-    v2: bool = True  # serve the standard v2 protocol (zooserve.serving.v2) next to TorchServe
+    gateway: bool = True
+    model_api: bool = False  # registering models at run time (tune/bench servers)
+    token_expiry_min: int = DEFAULT_TOKEN_EXPIRY_MIN
+    otlp_endpoint: str | None = None  # OpenTelemetry traces from the gateway, off by default
     extra_properties: tuple[tuple[str, str], ...] = ()
 
     @property
@@ -72,55 +84,18 @@ class ServerConfig:
         return self.run_dir / "prometheus"
 
 
-def render_properties(cfg: ServerConfig) -> dict[str, str]:
-    """The packaged config.properties template with this run's bind address, ports and auth."""
-    props: dict[str, str] = {}
-    template = resources.files("zooserve.serving").joinpath("config.properties").read_text("utf-8")
-    for line in template.splitlines():
-        if line.strip() and not line.lstrip().startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            props[key.strip()] = value.strip()
-    p, b = cfg.ports, cfg.bind
-    props |= {
-        "inference_address": f"http://{b}:{p.inference}",
-        "management_address": f"http://{b}:{p.management}",
-        "metrics_address": f"http://{b}:{p.metrics}",
-        "grpc_inference_address": b,
-        "grpc_inference_port": str(p.grpc_inference),
-        "grpc_management_address": b,
-        "grpc_management_port": str(p.grpc_management),
-        "model_store": str(cfg.model_store.resolve()),
-        "disable_token_authorization": str(not cfg.token_auth).lower(),
-        # workers talk to the frontend over /tmp/.ts.sock.<port>: a base per server keeps two
-        # servers on one machine (demo + tests + benchmarks) from taking each other's sockets
-        "initial_worker_port": str(9000 if p.inference == 8080 else 10000 + (p.inference % 5000) * 10),
-    }
-    return props | dict(cfg.extra_properties)
-
-
-def _java_command(config_file: Path, cfg: ServerConfig, models: list[str]) -> list[str]:
-    ts_home = Path(ts.__file__).resolve().parents[1]
-    java = shutil.which(
-        "java",
-        path=os.path.join(os.environ.get("JAVA_HOME", ""), "bin") + os.pathsep + os.environ.get("PATH", ""),
-    )
-    if java is None:
-        raise ServerError(
-            "java not found: TorchServe needs Java 17 (set JAVA_HOME or install openjdk-17-jre)"
-        )
-    vmargs = render_properties(cfg).get("vmargs", "").split()
-    cmd = [java, f"-Dmodel_server_home={ts_home}", *vmargs, "-cp", f".:{ts_home / 'ts' / 'frontend' / '*'}"]
-    cmd += ["org.pytorch.serve.ModelServer", "--python", sys.executable, "-f", str(config_file)]
-    cmd += ["-s", str(cfg.model_store.resolve()), "-ncs"]
-    cmd += ["-m", *(models or ["ALL"])]
-    return cmd
+def on_free_ports(cfg: ServerConfig) -> ServerConfig:
+    return replace(cfg, ports=Ports(*free_ports(len(fields(Ports)))))
 
 
 def archives(cfg: ServerConfig, names: list[str]) -> list[str]:
     """``name=name.mar`` for each requested model (all archives in the store when none named)."""
+    bad = [n for n in names if not re.fullmatch(NAME, n)]
+    if bad:
+        raise ServerError(f"not a model name: {bad[0][:64]!r} (letters, digits, '_', '-', '.')")
     if not cfg.model_store.is_dir():
         raise ServerError(f"model store {cfg.model_store} does not exist: run `zooserve build MODEL` first")
-    available = sorted(p.stem for p in cfg.model_store.glob("*.mar"))
+    available = sorted(p.stem for p in cfg.model_store.glob("*.mar") if re.fullmatch(NAME, p.stem))
     missing = [n for n in names if n not in available]
     if missing:
         raise ServerError(
@@ -137,101 +112,163 @@ def _pid_file(cfg: ServerConfig, what: str) -> Path:
     return cfg.run_dir / f"{what}.pid"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
-
-
 def running_pid(cfg: ServerConfig, what: str = "torchserve") -> int | None:
-    f = _pid_file(cfg, what)
-    if f.exists():
-        pid = int(f.read_text().strip() or 0)
-        if pid and _alive(pid):
-            return pid
-    return None
+    return processes.read_pid(_pid_file(cfg, what))
 
 
-def start(
-    cfg: ServerConfig, models: list[str], timeout: float = 300.0, foreground: bool = False
-) -> subprocess.Popen:
-    """Start TorchServe (+ the metrics exporter) and return once every model has a ready worker."""
-    if running_pid(cfg):
-        raise ServerError(f"TorchServe is already running from {cfg.run_dir} (zooserve stop)")
-    mars = archives(cfg, models)
-    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+def _prepare_run_dir(cfg: ServerConfig) -> Path:
+    """The run dir, 0700 before anything is written to it; returns the worker sockets' dir."""
+    cfg.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(cfg.run_dir, 0o700)
     cfg.log_dir.mkdir(exist_ok=True)
     shutil.rmtree(cfg.metrics_dir, ignore_errors=True)
     cfg.metrics_dir.mkdir()
     cfg.key_file.unlink(missing_ok=True)
-    config_file = cfg.run_dir / "config.properties"
-    config_file.write_text("".join(f"{k}={v}\n" for k, v in render_properties(cfg).items()), "utf-8")
-    env = os.environ | {
-        "LOG_LOCATION": str(cfg.log_dir.resolve()),
-        "METRICS_LOCATION": str(cfg.log_dir.resolve()),
-        "PROMETHEUS_MULTIPROC_DIR": str(cfg.metrics_dir.resolve()),
-    }
-    with open(cfg.log_dir / "exporter.log", "ab") as log:
-        exporter = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "zooserve.serving.exporter",
-                "--port",
-                str(cfg.ports.exporter),
-                "--bind",
-                cfg.bind,
-                "--dir",
-                str(cfg.metrics_dir.resolve()),
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            start_new_session=True,
-        )
-    _pid_file(cfg, "exporter").write_text(str(exporter.pid))
-    with open(cfg.log_dir / "stdout.log", "ab") as out:
+    sockets = cfg.run_dir.resolve() / "sockets"
+    if len(str(sockets)) > UNIX_SOCKET_PATH_MAX - 20:  # too deep for a unix socket path
+        sockets = Path(tempfile.mkdtemp(prefix="zooserve-"))
+        (cfg.run_dir / "sockets.path").write_text(str(sockets))
+    sockets.mkdir(mode=0o700, exist_ok=True)
+    return sockets
+
+
+def _listen(cfg: ServerConfig) -> tuple[properties.Listen, gateway.Upstream | None]:
+    """Where TorchServe listens: private loopback ports behind the gateway, else the public ones."""
+    p, b = cfg.ports, cfg.bind
+    metrics = f"{b}:{p.metrics}"
+    if not cfg.gateway:
+        return properties.Listen(
+            f"{b}:{p.inference}", f"{b}:{p.management}", metrics, b, p.grpc_inference, p.grpc_management
+        ), None
+    up = gateway.Upstream(*free_ports(4))
+    local = "127.0.0.1"
+    return properties.Listen(
+        f"{local}:{up.inference}",
+        f"{local}:{up.management}",
+        metrics,
+        local,
+        up.grpc_inference,
+        up.grpc_management,
+    ), up
+
+
+def _spawn(cmd: list[str], cfg: ServerConfig, what: str, env: dict[str, str], log: str) -> subprocess.Popen:
+    with open(cfg.log_dir / log, "ab") as out:
         proc = subprocess.Popen(
-            _java_command(config_file.resolve(), cfg, mars),
+            cmd,
             cwd=cfg.run_dir,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    _pid_file(cfg, "torchserve").write_text(str(proc.pid))
-    try:
-        wait_ready(cfg, [m.split("=")[0] for m in mars], timeout, proc)
-        if cfg.v2:
-            from zooserve.serving.v2 import process as v2
-
-            max_bytes = int(render_properties(cfg).get("max_request_size", 6553500)) + 65536
-            front = v2.spawn(cfg, env, max_bytes)
-            _pid_file(cfg, "v2").write_text(str(front.pid))
-            v2.wait_ready(cfg, read_keys(cfg).get("inference"), 60, front)
-    except BaseException:
-        stop(cfg)
-        raise
-    if foreground:
-        _forward_signals(cfg)
-        proc.wait()
-        stop(cfg)
+    processes.write_pid(_pid_file(cfg, what), proc)
     return proc
 
 
-def _forward_signals(cfg: ServerConfig) -> None:
-    def handler(signum: int, _frame: object) -> None:
-        stop(cfg)
-        sys.exit(0)
+def _java_command(
+    config_file: Path, cfg: ServerConfig, props: dict[str, str], models: list[str]
+) -> list[str]:
+    ts_home = Path(ts.__file__).resolve().parents[1]
+    java_home = os.path.join(os.environ.get("JAVA_HOME", ""), "bin")
+    java = shutil.which("java", path=java_home + os.pathsep + os.environ.get("PATH", ""))
+    if java is None:
+        raise ServerError(
+            "java not found: TorchServe needs Java 17 (set JAVA_HOME or install openjdk-17-jre)"
+        )
+    cmd = [java, f"-Dmodel_server_home={ts_home}", *props.get("vmargs", "").split()]
+    cmd += ["-cp", f".:{ts_home / 'ts' / 'frontend' / '*'}", "org.pytorch.serve.ModelServer"]
+    cmd += ["--python", sys.executable, "-f", str(config_file), "-s", str(cfg.model_store.resolve()), "-ncs"]
+    return [*cmd, "-m", *(models or ["ALL"])]
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+
+def start(
+    cfg: ServerConfig,
+    models: list[str],
+    timeout: float = 300.0,
+    foreground: bool = False,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Start everything and return once every model has a warm, ready worker behind a ready
+    gateway. ``foreground``: then stay until a process exits or a signal arrives, stop the rest,
+    and raise ServerError if TorchServe or the gateway died on its own."""
+    if running_pid(cfg):
+        raise ServerError(f"TorchServe is already running from {cfg.run_dir} (zooserve stop)")
+    mars = archives(cfg, models)
+    sockets = _prepare_run_dir(cfg)
+    listen, upstream = _listen(cfg)
+    props = properties.render(
+        listen,
+        cfg.model_store,
+        sockets,
+        cfg.token_auth,
+        cfg.model_api,
+        cfg.token_expiry_min,
+        dict(cfg.extra_properties),
+    )
+    config_file = cfg.run_dir / "config.properties"
+    config_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()), "utf-8")
+    env = os.environ | {
+        "LOG_LOCATION": str(cfg.log_dir.resolve()),
+        "METRICS_LOCATION": str(cfg.log_dir.resolve()),
+        "PROMETHEUS_MULTIPROC_DIR": str(cfg.metrics_dir.resolve()),
+        "ZOOSERVE_REQUEST_LOG": str((cfg.log_dir / "requests.jsonl").resolve()),
+    }
+    exporter = [
+        sys.executable,
+        "-m",
+        "zooserve.serving.exporter",
+        "--port",
+        str(cfg.ports.exporter),
+        "--bind",
+        cfg.bind,
+        "--dir",
+        str(cfg.metrics_dir.resolve()),
+    ]
+    running = {"exporter": _spawn(exporter, cfg, "exporter", env, "exporter.log")}
+    try:
+        running["torchserve"] = _spawn(
+            _java_command(config_file.resolve(), cfg, props, mars), cfg, "torchserve", env, "stdout.log"
+        )
+        names = [m.split("=")[0] for m in mars]
+        wait_ready(cfg, names, timeout, running["torchserve"], f"http://{listen.management}")
+        if cfg.key_file.exists():
+            os.chmod(cfg.key_file, 0o600)
+        if upstream is not None:
+            gw_env = {k: v for k, v in env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+            command = gateway.command(gateway.write_config(cfg, upstream, props))
+            running["gateway"] = _spawn(command, cfg, "gateway", gw_env, gateway.LOG)
+            gateway.wait_ready(cfg, read_keys(cfg).get("inference"), timeout, running["gateway"])
+    except BaseException:
+        stop(cfg)
+        raise
+    if on_ready is not None:
+        on_ready()
+    if foreground:
+        _stay_in_front(cfg, running)
+
+
+def _stay_in_front(cfg: ServerConfig, running: dict[str, subprocess.Popen]) -> None:
+    """Wait until a signal (a clean stop) or until a process exits (ServerError); stop the rest."""
+    signalled: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        signalled.append(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    while not signalled:
+        dead = [name for name, proc in running.items() if proc.poll() is not None]
+        if dead:
+            stop(cfg)
+            raise ServerError(f"{', '.join(dead)} exited on its own; stopped the rest\n{_log_tail(cfg)}")
+        time.sleep(0.5)
+    stop(cfg)
 
 
 def read_keys(cfg: ServerConfig) -> dict[str, str]:
-    """TorchServe's tokens: {"inference": ..., "management": ...} (empty when auth is off)."""
+    """TorchServe's tokens: {"inference": ..., "management": ..., "API": ...} (empty with auth off)."""
     if not cfg.token_auth or not cfg.key_file.exists():
         return {}
     try:
@@ -241,9 +278,14 @@ def read_keys(cfg: ServerConfig) -> dict[str, str]:
     return {k: v["key"] for k, v in data.items() if isinstance(v, dict) and "key" in v}
 
 
+def management(cfg: ServerConfig) -> Management:
+    """The management API client of a running server (through the gateway when it has one)."""
+    return Management(cfg.url("management"), read_keys(cfg).get("management"))
+
+
 def _log_tail(cfg: ServerConfig, lines: int = 25) -> str:
     texts = []
-    for name in ("stdout.log", "model_log.log", "ts_log.log"):
+    for name in ("stdout.log", gateway.LOG, "model_log.log", "ts_log.log"):
         f = cfg.log_dir / name
         if f.exists():
             texts += [f"--- {name}"] + f.read_text("utf-8", errors="replace").splitlines()[-lines:]
@@ -251,7 +293,11 @@ def _log_tail(cfg: ServerConfig, lines: int = 25) -> str:
 
 
 def wait_ready(
-    cfg: ServerConfig, models: list[str], timeout: float, proc: subprocess.Popen | None = None
+    cfg: ServerConfig,
+    models: list[str],
+    timeout: float,
+    proc: subprocess.Popen | None = None,
+    management_url: str | None = None,
 ) -> None:
     """Poll the management API until each model has a READY worker; fail with the log tail."""
     deadline = time.monotonic() + timeout
@@ -267,69 +313,24 @@ def wait_ready(
         if cfg.token_auth and not keys:
             time.sleep(0.5)
             continue
-        mgmt = Management(cfg.url("management"), keys.get("management"), timeout=5)
+        mgmt = Management(management_url or cfg.url("management"), keys.get("management"), timeout=5)
         pending = [name for name in pending if not mgmt.ready(name)]
         if pending:
             time.sleep(0.5)
 
 
 def stop(cfg: ServerConfig, timeout: float = 30.0) -> bool:
-    """Stop the v2 front-end, TorchServe, its workers and the exporter. True if something was running."""
+    """Stop the gateway, TorchServe (and its workers) and the exporter. True if one was running."""
     stopped = False
-    for what in ("v2", "torchserve", "exporter"):
+    for what in ("gateway", "torchserve", "exporter"):
         pid = running_pid(cfg, what)
         if pid is not None:
-            _terminate_group(pid, timeout)
+            processes.terminate_group(pid, timeout)
             stopped = True
         _pid_file(cfg, what).unlink(missing_ok=True)
     cfg.key_file.unlink(missing_ok=True)
+    moved = cfg.run_dir / "sockets.path"
+    if moved.exists():
+        shutil.rmtree(moved.read_text().strip(), ignore_errors=True)
+        moved.unlink()
     return stopped
-
-
-def _terminate_group(pid: int, timeout: float) -> None:
-    """SIGTERM the process group (frontend + Python workers), SIGKILL what is left after timeout."""
-    try:
-        pgid = os.getpgid(pid)
-    except ProcessLookupError:
-        return
-    os.killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _group_alive(pgid):
-            return
-        time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
-def _group_alive(pgid: int) -> bool:
-    """Any non-zombie process left in the group (zombies wait for a parent that may be us)."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct free TCP ports on loopback (tests, benchmarks and tuning run side servers)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def on_free_ports(cfg: ServerConfig) -> ServerConfig:
-    return replace(cfg, ports=Ports(*free_ports(len(fields(Ports)))))
-
-
-def management(cfg: ServerConfig) -> Management:
-    """The management API client of a running server, with its token."""
-    return Management(cfg.url("management"), read_keys(cfg).get("management"))

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import grpc
 
 from zooserve.errors import (
+    DeadlineExceeded,
     InferenceFailed,
     ModelNotFound,
     Overloaded,
@@ -54,6 +55,8 @@ def backend_error(code: grpc.StatusCode, details: str) -> ServiceError:
         return ModelNotFound(first)
     if code == grpc.StatusCode.NOT_FOUND:
         return ModelNotFound(first)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceeded("no answer before the request's deadline")
     if code == grpc.StatusCode.UNAVAILABLE:
         return Overloaded(f"TorchServe is not reachable: {first}")
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:

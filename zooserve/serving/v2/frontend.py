@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from zooserve import __version__, errors
 from zooserve._proto import grpc_predict_v2_pb2 as v2pb
 from zooserve._proto import open_inference_grpc_pb2 as tspb
-from zooserve.errors import InvalidTensor, ModelNotFound, ServiceError
+from zooserve.errors import DeadlineExceeded, InvalidTensor, ModelNotFound, ServiceError
+from zooserve.serving.catalog import ModelInfo
+from zooserve.serving.dispatch import Dispatcher
 from zooserve.serving.v2.backend import Backend, Metadata
-from zooserve.serving.v2.catalog import Catalog, ModelInfo
 from zooserve.serving.v2.metrics import Metrics
-from zooserve.serving.v2.tasks import Prediction
+from zooserve.serving.v2.tasks import Prediction, spec_for
 from zooserve.serving.v2.tensors import InferAnswer, InferCall
 
 SERVER_NAME = "zooserve"
@@ -38,9 +40,10 @@ RESERVED_PARAMETERS = {
 
 
 class Frontend:
-    def __init__(self, backend: Backend, catalog: Catalog, metrics: Metrics) -> None:
+    def __init__(self, backend: Backend, dispatcher: Dispatcher, metrics: Metrics) -> None:
         self.backend = backend
-        self.catalog = catalog
+        self.dispatcher = dispatcher
+        self.catalog = dispatcher.catalog
         self.metrics = metrics
 
     # ---- health and metadata -------------------------------------------------------------------
@@ -70,14 +73,19 @@ class Frontend:
         req = v2pb.ModelMetadataRequest(name=name, version=version).SerializeToString()
         meta = v2pb.ModelMetadataResponse.FromString(await self.forward("ModelMetadata", req, auth))
         meta.platform = info.platform
-        for spec, field in ((info.spec.input,), meta.inputs), (info.spec.outputs, meta.outputs):
+        task = spec_for(info.task)
+        for spec, field in ((task.input,), meta.inputs), (task.outputs, meta.outputs):
             field.extend(v2pb.ModelMetadataResponse.TensorMetadata(**s.as_dict()) for s in spec)
         return meta
 
     # ---- inference -----------------------------------------------------------------------------
-    async def infer(self, call: InferCall, auth: Metadata, raw: bytes | None = None) -> InferAnswer:
-        """``raw``: the serialized standard request when it came over gRPC; forwarded unchanged
-        when TorchServe can take it as it is (one element, typed contents, no parameters)."""
+    async def infer(
+        self, call: InferCall, auth: Metadata, raw: bytes | None = None, ctx: CallContext | None = None
+    ) -> InferAnswer:
+        """``raw``: the serialized standard request when it came over gRPC; forwarded as it is
+        when TorchServe can take it so (one element, typed contents, no parameters). Each element
+        is one admitted call of the gateway (``ctx``: protocol, request id, timeout)."""
+        ctx = ctx or CallContext("v2")
         info = self.catalog.get(call.model)
         if info.task is None:  # not a zooserve archive: let TorchServe say whether it exists
             await self.forward(
@@ -91,23 +99,50 @@ class Frontend:
             requests = [_ts_request(call, info, e, options) for e in elements]
         self.metrics.count_elements(call.model if info.task else "other", len(requests))
         if len(requests) == 1:
-            replies: list[bytes | BaseException] = [await self.backend.call("ModelInfer", requests[0], auth)]
+            replies: list[bytes | BaseException] = [await self._admitted(call.model, requests[0], auth, ctx)]
         else:
             replies = await asyncio.gather(
-                *(self.backend.call("ModelInfer", r, auth) for r in requests), return_exceptions=True
+                *(self._admitted(call.model, r, auth, ctx) for r in requests), return_exceptions=True
             )
-        outputs = info.spec.answer([_prediction(reply, i, len(replies)) for i, reply in enumerate(replies)])
+        predictions = [_prediction(reply, i, len(replies)) for i, reply in enumerate(replies)]
+        outputs = spec_for(info.task).answer(predictions)
         if call.outputs:
             by_name = {t.name: t for t in outputs}
             outputs = [by_name[n] for n in call.outputs]
         return InferAnswer(call.model, call.version, call.id, outputs)
+
+    async def _admitted(self, model: str, request: bytes, auth: Metadata, ctx: CallContext) -> bytes:
+        """One element to TorchServe as an admitted call: its deadline and id ride along as extra
+        ``x-NAME`` inputs, appended to the serialized request (protobuf merges repeated fields)."""
+        async with self.dispatcher.call(ctx.protocol, model, ctx.request_id, ctx.timeout_s) as outcome:
+            extra = tspb.ModelInferRequest()
+            for name, value in outcome.call.forward_headers().items():
+                extra.inputs.add(name=name, datatype="BYTES", shape=[1]).contents.bytes_contents.append(
+                    value.encode()
+                )
+            try:
+                reply = await self.backend.call(
+                    "ModelInfer", request + extra.SerializeToString(), auth, outcome.budget()
+                )
+            except DeadlineExceeded:
+                outcome.code = "DEADLINE_EXCEEDED"
+                raise
+            outcome.answered, outcome.code = True, "OK"
+            return reply
+
+
+@dataclass(frozen=True)
+class CallContext:
+    protocol: str  # label of the gateway's metrics: "v2-grpc", "v2-rest"
+    request_id: str | None = None
+    timeout_s: float | None = None
 
 
 def check_call(call: InferCall, info: ModelInfo) -> list[bytes]:
     """The call's elements, or InvalidTensor saying what does not fit the model (Triton's wording)."""
     if not call.model:
         raise ModelNotFound("model name is required")
-    want = info.spec.input
+    want = spec_for(info.task).input
     if len(call.inputs) != 1:
         raise InvalidTensor(
             f"expected 1 input ({want.name!r}) for model {call.model!r}, got {len(call.inputs)}"
@@ -129,7 +164,7 @@ def check_call(call: InferCall, info: ModelInfo) -> list[bytes]:
         raise InvalidTensor(f"batch of {shape[0]} elements is over the limit of {MAX_BATCH}")
     if len(tensor.data) != shape[0]:
         raise InvalidTensor(f"input {tensor.name!r} has {len(tensor.data)} elements but shape {shape}")
-    unknown = [n for n in call.outputs if n not in info.spec.output_names()]
+    unknown = [n for n in call.outputs if n not in spec_for(info.task).output_names()]
     if unknown:
         raise InvalidTensor(f"unexpected inference output {unknown[0]!r} for model {call.model!r}")
     return [bytes(e) for e in tensor.data]
@@ -149,7 +184,7 @@ def _options(parameters: dict[str, Any]) -> list[tuple[str, bytes]]:
 
 def _ts_request(call: InferCall, info: ModelInfo, element: bytes, options: list[tuple[str, bytes]]) -> bytes:
     req = tspb.ModelInferRequest(model_name=call.model, model_version=call.version, id=call.id)
-    for name, value in [(info.spec.input.name, element), *options]:
+    for name, value in [(spec_for(info.task).input.name, element), *options]:
         req.inputs.add(name=name, datatype="BYTES", shape=[1]).contents.bytes_contents.append(value)
     return req.SerializeToString()
 

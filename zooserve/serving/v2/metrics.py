@@ -19,9 +19,9 @@ class Outcome:
 
 
 class Metrics:
-    def __init__(self) -> None:
-        # a registry of its own: never the multiprocess directory the handler metrics use
-        self.registry = CollectorRegistry()
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # never the multiprocess directory the handler metrics use: the gateway's registry
+        self.registry = registry or CollectorRegistry()
         self.requests = Counter(
             "zooserve_v2_requests",
             "v2 requests by protocol, method and status code",

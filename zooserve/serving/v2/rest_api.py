@@ -17,9 +17,10 @@ from typing import Any
 
 from aiohttp import web
 
-from zooserve.errors import InvalidJSON, InvalidTensor, ServiceError
+from zooserve.errors import InvalidJSON, InvalidTensor, Overloaded, ServiceError
+from zooserve.serving.calls import REQUEST_ID, TIMEOUT, timeout_from_header
 from zooserve.serving.v2.backend import Metadata
-from zooserve.serving.v2.frontend import Frontend, message
+from zooserve.serving.v2.frontend import CallContext, Frontend, message
 from zooserve.serving.v2.metrics import Metrics
 from zooserve.serving.v2.tensors import InferAnswer, InferCall, Tensor, from_raw, to_raw
 
@@ -130,7 +131,8 @@ def _tensors(specs: Any) -> list[dict[str, Any]]:
 
 
 def _error(err: ServiceError) -> web.Response:
-    return web.json_response({"error": message(err), **err.to_json()}, status=err.status)
+    headers = {"Retry-After": str(err.retry_after_s)} if isinstance(err, Overloaded) else {}
+    return web.json_response({"error": message(err), **err.to_json()}, status=err.status, headers=headers)
 
 
 def routes(front: Frontend) -> list[tuple[str, str, Handler]]:
@@ -170,7 +172,9 @@ def routes(front: Frontend) -> list[tuple[str, str, Handler]]:
         call, doc = parse_infer(
             body, r.headers.get(HEADER_LENGTH), r.match_info["model"], r.match_info.get("version", "")
         )
-        data, headers = render_answer(await front.infer(call, _auth(r)), doc)
+        timeout = timeout_from_header(r.headers.get(TIMEOUT))
+        ctx = CallContext("v2-rest", r.headers.get(REQUEST_ID), timeout)
+        data, headers = render_answer(await front.infer(call, _auth(r), ctx=ctx), doc)
         return web.Response(body=data, headers=headers)
 
     model = "/v2/models/{model}"

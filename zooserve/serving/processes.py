@@ -1,0 +1,82 @@
+"""The processes a server is made of: started in their own process group, recorded in pid files
+that carry the process's identity, stopped as a group.
+
+A pid file holds the pid *and* the process's start time (``/proc/PID/stat`` field 22): a stale
+file whose pid has been reused by an unrelated process is recognised as stale, and that process is
+never signalled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+
+def start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, or None when it does not exist."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])  # field 22 of the whole line
+
+
+def write_pid(path: Path, proc: subprocess.Popen) -> None:
+    path.write_text(json.dumps({"pid": proc.pid, "start": start_ticks(proc.pid)}), "utf-8")
+
+
+def read_pid(path: Path) -> int | None:
+    """The recorded process if it is still the same one, else None (no file, or stale)."""
+    try:
+        record = json.loads(path.read_text("utf-8"))
+        pid, start = int(record["pid"]), record["start"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return pid if pid > 0 and start is not None and start_ticks(pid) == start else None
+
+
+def terminate_group(pid: int, timeout: float) -> None:
+    """SIGTERM the process group, SIGKILL what is left after ``timeout``."""
+    try:
+        pgid = os.getpgid(pid)
+    except ProcessLookupError:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _group_alive(pgid):
+            return
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Any non-zombie process left in the group (zombies wait for a parent that may be us)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free TCP ports on loopback."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()

@@ -1,0 +1,235 @@
+"""TorchServe's REST APIs as the gateway serves them (aiohttp), in front of TorchServe's own.
+
+Inference (``POST /predictions/{model}[/{version}]``): a valid token, then admission, a deadline
+and a request id; TorchServe's answer comes back with ``X-Request-Id``. A full model is refused at
+once (503 ``Overloaded`` with ``Retry-After``), a late call is 504 ``DeadlineExceeded``: both in the
+one JSON error shape. ``/ping`` is Healthy only when TorchServe is and every model has a ready
+(warmed-up) worker. Everything else is passed through unchanged, TorchServe's own errors included.
+
+Management: registration only of an archive in the model store (a plain ``NAME.mar``: never a
+directory or a URL, which TorchServe would load code from), and unregistering or scaling a model
+down drains it first (no new calls, the ones in flight answered) so no request is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from zooserve.errors import DeadlineExceeded, Overloaded, RequestError, ServiceError
+from zooserve.serving.calls import REQUEST_ID, TIMEOUT, TIMING, timeout_from_header
+from zooserve.serving.dispatch import Dispatcher
+from zooserve.serving.upstream import Backend
+
+log = logging.getLogger(__name__)
+ARCHIVE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}\.mar")
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "content-length",
+    "host",
+    "proxy-authorization",
+    "proxy-authenticate",
+}
+DRAIN_TIMEOUT_S = 60.0
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class RegistrationRefused(RequestError):
+    """Only archives already in the model store may be registered (a plain NAME.mar)."""
+
+
+def error_response(err: ServiceError, request_id: str | None = None) -> web.Response:
+    headers = {"X-Request-Id": request_id} if request_id else {}
+    if isinstance(err, Overloaded):
+        headers["Retry-After"] = str(err.retry_after_s)
+    return web.json_response(err.to_json(), status=err.status, headers=headers)
+
+
+async def _pass_through(
+    request: web.Request,
+    backend: Backend,
+    base: str,
+    extra: dict[str, str] | None = None,
+    timeout: float | None = None,
+) -> tuple[int, bytes, CIMultiDict[str]]:
+    """Send the request on to TorchServe as it came; (status, body, response headers)."""
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP} | (extra or {})
+    url = f"{base}{request.rel_url}"
+    async with backend.http.request(
+        request.method,
+        url,
+        data=await request.read(),
+        headers=headers,
+        timeout=aiohttp.ClientTimeout(total=timeout),
+        allow_redirects=False,
+    ) as resp:
+        body = await resp.read()
+        out = CIMultiDict((k, v) for k, v in resp.headers.items() if k.lower() not in HOP_BY_HOP)
+        return resp.status, body, out
+
+
+def inference_app(backend: Backend, dispatcher: Dispatcher, max_body: int) -> web.Application:
+    base = backend.addresses.url("inference")
+
+    async def predict(request: web.Request) -> web.StreamResponse:
+        model = request.match_info["model"]
+        if not backend.keys.allows(request.headers.get("Authorization"), "inference"):
+            return await proxy(request)  # TorchServe answers a bad token its own way
+        rid = request.headers.get(REQUEST_ID)
+        try:
+            timeout = timeout_from_header(request.headers.get(TIMEOUT))
+            async with dispatcher.call("rest", model, rid, timeout) as outcome:
+                call = outcome.call
+                try:
+                    status, body, headers = await _pass_through(
+                        request, backend, base, call.forward_headers(), timeout=outcome.budget()
+                    )
+                except TimeoutError:
+                    outcome.code = "504"
+                    raise DeadlineExceeded("no answer before the request's deadline") from None
+                outcome.answered = True
+                call.read_timing(headers.popall(TIMING, [None])[0])
+                if status == 503:  # TorchServe's own refusal: no worker, or its queue is full
+                    outcome.code = "503"
+                    raise Overloaded(f"TorchServe refused the request: {body[:200].decode(errors='replace')}")
+                outcome.code = str(status)
+                headers.popall(REQUEST_ID, None)  # TorchServe's own id, and the handler's echo of ours
+                headers["X-Request-Id"] = call.request_id
+                return web.Response(status=status, body=body, headers=headers)
+        except ServiceError as e:
+            return error_response(e, rid)
+        except aiohttp.ClientError as e:
+            return error_response(Overloaded(f"TorchServe is not reachable: {type(e).__name__}"), rid)
+
+    async def ping(request: web.Request) -> web.StreamResponse:
+        status, body, headers = await _pass_through(request, backend, base, timeout=10)
+        if status != 200:
+            return web.Response(status=status, body=body, headers=headers)
+        pending = await not_ready(backend)
+        if pending:
+            return web.json_response({"status": "Unhealthy", "models_not_ready": pending}, status=503)
+        return web.Response(status=status, body=body, headers=headers)
+
+    async def proxy(request: web.Request) -> web.StreamResponse:
+        try:
+            status, body, headers = await _pass_through(request, backend, base, timeout=300)
+        except aiohttp.ClientError as e:
+            return error_response(Overloaded(f"TorchServe is not reachable: {type(e).__name__}"))
+        return web.Response(status=status, body=body, headers=headers)
+
+    app = web.Application(client_max_size=max_body)
+    app.router.add_route("POST", "/predictions/{model}", predict)
+    app.router.add_route("POST", "/predictions/{model}/{version}", predict)
+    app.router.add_route("PUT", "/predictions/{model}", predict)
+    app.router.add_route("GET", "/ping", ping)
+    app.router.add_route("*", "/{tail:.*}", proxy)
+    return app
+
+
+async def not_ready(backend: Backend) -> list[str]:
+    """Models without a READY worker (TorchServe marks a worker ready after its warm-up)."""
+    mgmt = backend.addresses.url("management")
+    auth = backend.keys.header("management")
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with backend.http.get(f"{mgmt}/models?limit=1000", headers=auth, timeout=timeout) as r:
+        names = [m["modelName"] for m in (await r.json(content_type=None)).get("models", [])]
+    pending = []
+    for name in names:
+        async with backend.http.get(f"{mgmt}/models/{name}", headers=auth, timeout=timeout) as r:
+            described = await r.json(content_type=None) if r.status == 200 else []
+        workers = [w for d in described for w in d.get("workers", [])]
+        if not any(w.get("status") == "READY" for w in workers):
+            pending.append(name)
+    return pending
+
+
+def management_app(backend: Backend, dispatcher: Dispatcher, model_store: Path) -> web.Application:
+    base = backend.addresses.url("management")
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        try:
+            status, body, headers = await _pass_through(request, backend, base, timeout=900)
+        except aiohttp.ClientError as e:
+            return error_response(Overloaded(f"TorchServe is not reachable: {type(e).__name__}"))
+        return web.Response(status=status, body=body, headers=headers)
+
+    async def register(request: web.Request) -> web.StreamResponse:
+        try:
+            check_archive(request.query.get("url", ""), model_store)
+        except RequestError as e:
+            return error_response(e)
+        return await forward(request)
+
+    async def unregister(request: web.Request) -> web.StreamResponse:
+        model = request.match_info["model"]
+        if not backend.keys.allows(request.headers.get("Authorization"), "management"):
+            return await forward(request)  # TorchServe refuses it
+        return await drained(dispatcher, model, forward(request))
+
+    async def scale(request: web.Request) -> web.StreamResponse:
+        model = request.match_info["model"]
+        if not backend.keys.allows(request.headers.get("Authorization"), "management"):
+            return await forward(request)
+        wanted = request.query.get("min_worker")
+        if wanted is None or not wanted.isdigit() or int(wanted) >= await _workers(backend, model):
+            return await forward(request)  # not a scale-down (set-default, scale up): nothing to drain
+        return await drained(dispatcher, model, forward(request))
+
+    app = web.Application(client_max_size=1024 * 1024)
+    app.router.add_route("POST", "/models", register)
+    app.router.add_route("DELETE", "/models/{model}", unregister)
+    app.router.add_route("DELETE", "/models/{model}/{version}", unregister)
+    app.router.add_route("PUT", "/models/{model}", scale)
+    app.router.add_route("PUT", "/models/{model}/{version}", scale)
+    app.router.add_route("*", "/{tail:.*}", forward)
+    return app
+
+
+async def _workers(backend: Backend, model: str) -> int:
+    url = f"{backend.addresses.url('management')}/models/{model}"
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with backend.http.get(url, headers=backend.keys.header("management"), timeout=timeout) as r:
+        described = await r.json(content_type=None) if r.status == 200 else []
+    return sum(len(d.get("workers", [])) for d in described)
+
+
+def check_archive(url: str, model_store: Path) -> None:
+    """A registration names an archive of the model store: ``NAME.mar``, nothing else."""
+    if not ARCHIVE.fullmatch(url) or not (model_store / url).is_file():
+        raise RegistrationRefused(
+            f"cannot register {url[:80]!r}: only archives in the model store may be registered (NAME.mar)"
+        )
+
+
+async def drained(
+    dispatcher: Dispatcher, model: str, action: Awaitable[web.StreamResponse]
+) -> web.StreamResponse:
+    """Stop admitting calls for ``model``, wait for its calls in flight, then run ``action``."""
+    idle = await dispatcher.admission.drain(model, DRAIN_TIMEOUT_S)
+    if not idle:
+        log.warning("%s still had calls in flight after %.0f s of draining", model, DRAIN_TIMEOUT_S)
+    try:
+        return await action
+    finally:
+        dispatcher.admission.reopen(model)
+
+
+def metrics_app(dispatcher: Dispatcher) -> web.Application:
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        body, content_type = dispatcher.telemetry.exposition(request.headers.get("Accept"))
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    app = web.Application()
+    app.router.add_route("GET", "/{tail:.*}", metrics)
+    return app
