@@ -1,13 +1,18 @@
-"""Python client for a zooserve TorchServe: REST and gRPC, same payloads, same typed errors.
+"""Python client for zooserve: REST and gRPC, same payloads, same typed errors.
 
-Reads TorchServe's token key file, applies timeouts, retries only when the connection itself
-failed (never a request the server answered), and raises the typed error of a 4xx body.
+Reads TorchServe's token key file (again on every call: tokens are renewed), gives every call a
+deadline that the server counts queue time against (``X-Request-Timeout-Ms`` / the gRPC
+deadline), retries what the server says to retry (503 ``Overloaded`` with its ``Retry-After``,
+gRPC UNAVAILABLE, no connection) with jittered backoff within that deadline, and raises the typed
+error of any other answer.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,9 +21,11 @@ import grpc
 import requests
 
 from zooserve import errors
+from zooserve.client_v2 import V2
 from zooserve.serving import grpc_stubs
 
 DEFAULT_KEY_FILE = Path(".zooserve/key_file.json")
+TIMEOUT_HEADER = "X-Request-Timeout-Ms"  # the gateway counts queue time against it
 
 
 def read_token(key_file: Path, which: str = "inference") -> str | None:
@@ -45,15 +52,19 @@ TORCHSERVE_TYPES = {
 }
 
 
-def _error_from(status: int, text: str) -> errors.ServiceError:
+def _error_from(status: int, text: str, retry_after: str | None = None) -> errors.ServiceError:
     """The typed error of a non-200 answer: ours by its JSON ``type``, anything else as RemoteError."""
     try:
         body = json.loads(text)
     except ValueError:
         body = None
     if isinstance(body, dict) and "type" in body:
-        return errors.from_json(body | {"type": TORCHSERVE_TYPES.get(body["type"], body["type"])}, status)
-    return errors.RemoteError(f"HTTP {status}: {text[:200]}", status)
+        err = errors.from_json(body | {"type": TORCHSERVE_TYPES.get(body["type"], body["type"])}, status)
+    else:
+        err = errors.RemoteError(f"HTTP {status}: {text[:200]}", status)
+    if isinstance(err, errors.Overloaded) and retry_after and retry_after.isdigit():
+        err.retry_after_s = int(retry_after)
+    return err
 
 
 @dataclass
@@ -74,8 +85,6 @@ class Client:
         self._channel: Any = None
         if self.protocol not in ("torchserve", "v2"):
             raise errors.ConfigError(f"protocol must be 'torchserve' or 'v2', not {self.protocol!r}")
-        from zooserve.client_v2 import V2
-
         self.v2 = V2(self)
 
     # ---- REST ----------------------------------------------------------------------------------
@@ -90,36 +99,63 @@ class Client:
         headers: dict[str, str] | None = None,
         grpc: bool = False,
         version: str | None = None,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
-        """One prediction; raises the server's typed error (``errors.InvalidImage``...) on 4xx."""
+        """One prediction within ``timeout`` seconds (default ``self.timeout``), retries included;
+        raises the server's typed error (``errors.InvalidImage``...) on 4xx."""
         if self.protocol == "v2":
             return self.v2.predict(model, data, headers, grpc, version)
         if grpc:
-            return self.predict_grpc(model, data, headers, version)
+            return self.predict_grpc(model, data, headers, version, timeout)
         body, ctype = payload(data)
         url = f"http://{self.host}:{self.port}/predictions/{model}" + (f"/{version}" if version else "")
-        hdrs = {"Content-Type": ctype, **self._auth(), **(headers or {})}
-        r = self._with_retries(lambda: self._session.post(url, data=body, headers=hdrs, timeout=self.timeout))
-        if r.status_code != 200:
-            raise _error_from(r.status_code, r.text)
-        return r.json()
+
+        def attempt(left: float) -> Any:
+            hdrs = {
+                "Content-Type": ctype,
+                TIMEOUT_HEADER: str(int(left * 1e3)),
+                **self._auth(),
+                **(headers or {}),
+            }
+            try:
+                r = self._session.post(url, data=body, headers=hdrs, timeout=left)
+            except requests.Timeout:
+                raise errors.DeadlineExceeded(f"no answer within {left:.1f} s") from None
+            except requests.ConnectionError as e:
+                raise errors.ServerError(
+                    f"cannot reach zooserve at {self.host}:{self.port}: {type(e).__name__}"
+                ) from None
+            if r.status_code != 200:
+                raise _error_from(r.status_code, r.text, r.headers.get("Retry-After"))
+            return r.json()
+
+        return self._retrying(attempt, timeout)
 
     def ping(self) -> bool:
         try:
-            return self._session.get(f"http://{self.host}:{self.port}/ping", timeout=5).ok
+            return self._session.get(
+                f"http://{self.host}:{self.port}/ping", headers=self._auth(), timeout=5
+            ).ok
         except requests.RequestException:
             return False
 
-    def _with_retries(self, call: Any) -> Any:
-        for attempt in range(self.retries + 1):
+    def _retrying(self, attempt: Callable[[float], Any], timeout: float | None) -> Any:
+        """``attempt(seconds_left)`` until it answers; a refusal the server says to retry (503
+        ``Overloaded``, gRPC UNAVAILABLE, no connection) is retried after a jittered backoff (or the
+        server's Retry-After) while the deadline allows, at most ``retries`` times."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        for n in range(self.retries + 1):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise errors.DeadlineExceeded(f"no answer within {timeout or self.timeout:g} s")
             try:
-                return call()
-            except requests.ConnectionError as e:
-                if attempt == self.retries:
-                    raise errors.ServerError(
-                        f"cannot reach TorchServe at {self.host}:{self.port}: {type(e).__name__}"
-                    ) from None
-                time.sleep(0.2 * 2**attempt)
+                return attempt(left)
+            except (errors.Overloaded, errors.ServerError) as e:
+                wait = getattr(e, "retry_after_s", None) or 0.1 * 2**n
+                wait = random.uniform(0.5, 1.0) * min(wait, 5.0)  # jitter: retries do not arrive together
+                if n == self.retries or time.monotonic() + wait >= deadline:
+                    raise
+                time.sleep(wait)
         raise AssertionError("unreachable")
 
     # ---- gRPC ----------------------------------------------------------------------------------
@@ -137,6 +173,7 @@ class Client:
         data: bytes | str | dict[str, Any],
         headers: dict[str, str] | None = None,
         version: str | None = None,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
         pb2 = grpc_stubs.load("inference_pb2")
         body, ctype = payload(data)
@@ -148,17 +185,16 @@ class Client:
             **{k.lower(): v.encode() for k, v in (headers or {}).items()},
         }
         request = pb2.PredictionsRequest(model_name=model, model_version=version or "", input=inputs)
-        metadata = [(k.lower(), v) for k, v in self._auth().items()]
-        for attempt in range(self.retries + 1):
+
+        def attempt(left: float) -> Any:
+            metadata = [(k.lower(), v) for k, v in self._auth().items()]
             try:
-                reply = self._stub().Predictions(request, metadata=metadata, timeout=self.timeout)
-                return _checked(json.loads(reply.prediction))
+                reply = self._stub().Predictions(request, metadata=metadata, timeout=left)
             except grpc.RpcError as e:
-                if e.code() == grpc.StatusCode.UNAVAILABLE and attempt < self.retries:
-                    time.sleep(0.2 * 2**attempt)
-                    continue
                 raise grpc_error(e) from None
-        raise AssertionError("unreachable")
+            return _checked(json.loads(reply.prediction))
+
+        return self._retrying(attempt, timeout)
 
     def predict_v2(self, model: str, data: bytes | str, version: str = "") -> dict[str, Any]:
         """The same prediction through KServe's Open Inference Protocol (v2) gRPC service."""
@@ -220,5 +256,7 @@ def grpc_error(e: Any) -> errors.ZooError:
     ):
         return errors.ModelNotFound(details.splitlines()[0] if details else "model not found")
     if code == "UNAVAILABLE":
-        return errors.ServerError(f"gRPC {code}: {details}")
+        return errors.Overloaded(f"gRPC {code}: {details}")
+    if code == "DEADLINE_EXCEEDED":
+        return errors.DeadlineExceeded(f"gRPC {code}: {details}")
     return errors.RemoteError(f"gRPC {code}: {details}", status, code)

@@ -11,8 +11,14 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+import grpc
+import requests
+from google.protobuf.json_format import MessageToDict
+
 from zooserve import errors
-from zooserve.serving.v2.tensors import InferCall, Tensor
+from zooserve.serving import grpc_stubs
+from zooserve.serving.v2.pbconv import answer_from_pb, call_to_pb
+from zooserve.serving.v2.tensors import InferCall, Tensor, to_raw
 
 if TYPE_CHECKING:
     from zooserve.client import Client
@@ -61,10 +67,6 @@ class V2:
 
     # ---- gRPC --------------------------------------------------------------------------------
     def _grpc(self, method: str) -> Any:
-        import grpc
-
-        from zooserve.serving import grpc_stubs
-
         if method not in self._calls:
             pb = grpc_stubs.load("grpc_predict_v2_pb2")
             if self._channel is None:
@@ -77,8 +79,6 @@ class V2:
         return self._calls[method]
 
     def _grpc_call(self, method: str, request: Any) -> Any:
-        import grpc
-
         metadata = [(k.lower(), v) for k, v in self.client._auth().items()]
         try:
             return self._grpc(method)(request, metadata=metadata, timeout=self.client.timeout)
@@ -95,26 +95,30 @@ class V2:
     def _rest(
         self, method: str, path: str, data: bytes | None = None, headers: dict[str, str] | None = None
     ) -> Any:
-        session, url, hdrs = self.client._session, self._url(path), {**self.client._auth(), **(headers or {})}
-        r = self.client._with_retries(
-            lambda: session.request(method, url, data=data, headers=hdrs, timeout=self.client.timeout)
-        )
-        if r.status_code != 200:
+        session, url = self.client._session, self._url(path)
+
+        def attempt(left: float) -> Any:
+            hdrs = {**self.client._auth(), "X-Request-Timeout-Ms": str(int(left * 1e3)), **(headers or {})}
             try:
-                message = r.json().get("error", r.text)
-            except ValueError:
-                message = r.text
-            raise error_from(str(message), r.status_code)
-        return r
+                r = session.request(method, url, data=data, headers=hdrs, timeout=left)
+            except requests.RequestException as e:
+                raise errors.ServerError(
+                    f"cannot reach the v2 front-end at {url}: {type(e).__name__}"
+                ) from None
+            if r.status_code != 200:
+                try:
+                    message = r.json().get("error", r.text)
+                except ValueError:
+                    message = r.text
+                raise error_from(str(message), r.status_code)
+            return r
+
+        return self.client._retrying(attempt, None)
 
     # ---- calls -------------------------------------------------------------------------------
     def metadata(self, model: str, version: str = "", grpc: bool = False) -> dict[str, Any]:
         if not grpc:
             return self._rest("GET", f"models/{model}" + (f"/versions/{version}" if version else "")).json()
-        from google.protobuf.json_format import MessageToDict
-
-        from zooserve.serving import grpc_stubs
-
         req = grpc_stubs.load("grpc_predict_v2_pb2").ModelMetadataRequest(name=model, version=version)
         return MessageToDict(self._grpc_call("ModelMetadata", req), preserving_proto_field_name=True)
 
@@ -139,12 +143,8 @@ class V2:
         )
         call.outputs = ["predictions"]
         if grpc:
-            from zooserve.serving.v2.pbconv import answer_from_pb, call_to_pb
-
             answer = answer_from_pb(self._grpc_call("ModelInfer", call_to_pb(call)))
             return json.loads(answer.outputs[0].data[0])
-        from zooserve.serving.v2.tensors import to_raw
-
         head = json.dumps(
             {
                 "inputs": [

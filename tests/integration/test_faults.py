@@ -182,13 +182,14 @@ def test_killed_worker_is_restarted_and_nothing_hangs(faulty: Faulty) -> None:
 
 
 def test_unregister_and_register_under_load(faulty: Faulty) -> None:
-    """The other model is undisturbed; the unregistered one answers 404 at once, and is served again
-    after registering. TorchServe 0.12 leaves a request that was in flight on a keep-alive connection
-    at the moment of unregistering unanswered: only the client's timeout ends it (measured here)."""
+    """Unregistering under load drains the model first: the gateway stops admitting its calls
+    (503 ModelUnloading, with Retry-After), waits until those in flight are answered, then
+    unregisters. No request hangs, the other model is undisturbed, and the model is served again
+    once registered. (TorchServe alone drops the requests in flight: they hang until the client
+    gives up.)"""
     img = _image(seed=1)
     spare, steady, timeout = "tiny_resnet_spare", "tiny_resnet", 8.0
     register = {"url": f"{spare}.mar", "initial_workers": 1, "synchronous": "true"}
-    # register by archive name: looked up in model_store (the only place registration may read)
     r = faulty.mgmt("POST", "/models", params=register)
     assert r.status_code == 200, r.text
     expected_spare = faulty.predict(spare, img).json()
@@ -200,16 +201,8 @@ def test_unregister_and_register_under_load(faulty: Faulty) -> None:
     load = Load(send, threads=6)
     with load:
         time.sleep(1.0)
-        # TorchServe 0.12 sometimes answers 500 to an unregister that races a busy worker (seen in a
-        # clean-clone CI run); the model stays registered then, so a retry must succeed
-        deadline, refusals = time.monotonic() + 20, []
-        while (
-            r := faulty.mgmt("DELETE", f"/models/{spare}")
-        ).status_code != 200 and time.monotonic() < deadline:
-            refusals.append(f"{r.status_code} {r.text[:120]}")
-            time.sleep(0.5)
-        assert r.status_code == 200, (r.text, refusals)
-        print(f"\nunregister attempts refused before success: {refusals}")
+        r = faulty.mgmt("DELETE", f"/models/{spare}")
+        assert r.status_code == 200, r.text
         gone = faulty.predict(spare, img, timeout=timeout)
         time.sleep(1.0)
         r = faulty.mgmt("POST", "/models", params=register)
@@ -219,22 +212,16 @@ def test_unregister_and_register_under_load(faulty: Faulty) -> None:
     assert gone.status_code == 404 and gone.json()["type"] == "ModelNotFoundException"
     steady_bad = {k: v for k, v in load.outcomes.items() if k.startswith("steady") and k != "steady 200"}
     assert not steady_bad, f"the other model was disturbed: {steady_bad}"
-    # 404 ModelVersionNotFoundException: the name is registered again, its version not yet loaded
     allowed = {
         "steady 200",
         "spare 200",
-        "spare 404 ModelNotFoundException",
-        "spare 404 ModelVersionNotFoundException",
-        "timeout",
-    }
-    allowed |= {
-        f"spare {c} {t}"
-        for c in (500, 503, 507)
-        for t in ("InternalServerException", "ServiceUnavailableException")
+        "spare 503 ModelUnloading",  # while draining
+        "spare 404 ModelNotFoundException",  # unregistered
+        "spare 404 ModelVersionNotFoundException",  # registered again, its version loading
     }
     assert set(load.outcomes) <= allowed, load.outcomes
-    assert load.outcomes["timeout"] <= 3, "more requests hung than were in flight at the unregister"
-    assert max(load.latencies) < timeout + 2  # every hung request was released by the client timeout
+    assert load.outcomes["timeout"] == 0, "a request was dropped by the unregister"
+    assert max(load.latencies) < timeout
     assert faulty.predict(spare, img).json() == expected_spare  # registered again: same archive, same answer
 
 

@@ -4,7 +4,7 @@ which ``server.start`` gives a v2 front-end): zooserve's own client and raw stan
 from __future__ import annotations
 
 import json
-import os
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,10 +14,11 @@ import pytest
 import requests
 from v2_helpers import BAD, V2_MODELS, good_input, same_answer
 
-from zooserve import errors, server
+from zooserve import errors
 from zooserve._proto import grpc_predict_v2_pb2 as v2pb
 from zooserve.client import Client
-from zooserve.serving.v2 import process
+from zooserve.serving import processes, server
+from zooserve.serving.gateway import process as gateway
 from zooserve.serving.v2.pbconv import answer_from_pb, call_to_pb
 from zooserve.serving.v2.tensors import InferCall, Tensor
 
@@ -193,18 +194,25 @@ def test_front_end_has_its_own_metrics(served, v2, sample_jpegs) -> None:
     assert "zooserve_v2_request_duration_seconds_bucket" in text
 
 
-def test_readiness_follows_torchserve_and_stop_ends_the_front_end(tmp_path: Path) -> None:
-    """Without TorchServe behind it the front-end is live but not ready (503); ``server.stop``
-    ends it through its pid file."""
-    cfg = server.on_free_ports(server.ServerConfig(model_store=tmp_path, run_dir=tmp_path / "run"))
+def test_readiness_follows_torchserve_and_stop_ends_the_gateway(tmp_path: Path) -> None:
+    """Without TorchServe behind it the gateway is up but not ready (503); ``server.stop`` ends it
+    through its pid file."""
+    cfg = server.on_free_ports(
+        server.ServerConfig(model_store=tmp_path, run_dir=tmp_path / "run", token_auth=False)
+    )
     cfg.log_dir.mkdir(parents=True)
-    proc = process.spawn(cfg, dict(os.environ), 1 << 20)
-    (cfg.run_dir / "v2.pid").write_text(str(proc.pid))
+    upstream = gateway.Upstream(*processes.free_ports(4))  # nothing listens there
+    config = gateway.write_config(cfg, upstream, {"max_request_size": str(1 << 20)})
+    with open(cfg.log_dir / gateway.LOG, "ab") as log:
+        proc = subprocess.Popen(
+            gateway.command(config), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    processes.write_pid(cfg.run_dir / "gateway.pid", proc)
     try:
         with pytest.raises(errors.ServerError, match="not ready"):
-            process.wait_ready(cfg, None, 5, proc)
+            gateway.wait_ready(cfg, None, 5, proc)
         r = requests.get(f"{cfg.url('v2_http')}/v2/health/ready", timeout=5)
-        assert r.status_code == 503 and r.json()["type"] == "ServerError"
+        assert r.status_code == 503 and r.json()["type"] == "Overloaded"
         assert server.stop(cfg)
         deadline = time.monotonic() + 10
         while proc.poll() is None and time.monotonic() < deadline:

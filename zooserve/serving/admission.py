@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from zooserve.errors import ModelUnloading, Overloaded
 
 RATE_WINDOW_S = 5.0  # completions counted over this window
+HEADROOM = 0.8  # admit what finishes within 80 % of the deadline: the rest is margin for batching
 
 
 @dataclass(frozen=True)
@@ -67,13 +68,15 @@ class Admission:
     def limit(self, model: str) -> int:
         m = self._model(model)
         p = m.policy
-        return max(p.floor, min(p.cap, math.ceil(self.rate(model) * p.deadline_s)))
+        return max(p.floor, min(p.cap, math.ceil(self.rate(model) * p.deadline_s * HEADROOM)))
 
     def in_flight(self, model: str) -> int:
         return self._model(model).in_flight
 
-    def admit(self, model: str) -> None:
-        """Take a slot or raise Overloaded/ModelUnloading; pair every success with ``release``."""
+    def admit(self, model: str, time_left_s: float | None = None) -> None:
+        """Take a slot or raise Overloaded/ModelUnloading; pair every success with ``release``.
+        ``time_left_s``: the call's own deadline; a call that would wait longer than it has left
+        for the calls ahead of it is refused now rather than answered late."""
         m = self._model(model)
         if m.draining:
             raise ModelUnloading(f"model {model!r} is being unloaded; it takes no new requests")
@@ -82,6 +85,18 @@ class Admission:
             raise Overloaded(
                 f"model {model!r} has {m.in_flight} requests in flight, its limit "
                 f"(what it finishes within {m.policy.deadline_s:g} s)",
+                retry_after_s=self.retry_after(model),
+            )
+        rate = self.rate(model)
+        if (
+            time_left_s is not None
+            and rate > 0
+            and m.in_flight >= m.policy.floor
+            and m.in_flight / rate > time_left_s
+        ):
+            raise Overloaded(
+                f"model {model!r} would reach this request after its deadline "
+                f"({m.in_flight} ahead at {rate:.1f}/s, {time_left_s:.2f} s left)",
                 retry_after_s=self.retry_after(model),
             )
         m.in_flight += 1

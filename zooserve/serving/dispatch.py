@@ -39,7 +39,7 @@ class Dispatcher:
         try:
             if call.remaining() <= 0:
                 raise DeadlineExceeded("the request's timeout had passed when it arrived")
-            self.admission.admit(model)
+            self.admission.admit(model, call.remaining())
         except ServiceError as e:
             reason = (
                 "late"

@@ -113,10 +113,15 @@ def inference_app(backend: Backend, dispatcher: Dispatcher, max_body: int) -> we
             return error_response(Overloaded(f"TorchServe is not reachable: {type(e).__name__}"), rid)
 
     async def ping(request: web.Request) -> web.StreamResponse:
-        status, body, headers = await _pass_through(request, backend, base, timeout=10)
-        if status != 200:
-            return web.Response(status=status, body=body, headers=headers)
-        pending = await not_ready(backend)
+        try:
+            status, body, headers = await _pass_through(request, backend, base, timeout=10)
+            if status != 200:
+                return web.Response(status=status, body=body, headers=headers)
+            pending = await not_ready(backend)
+        except (aiohttp.ClientError, TimeoutError) as e:
+            return web.json_response(
+                {"status": "Unhealthy", "reason": f"TorchServe: {type(e).__name__}"}, status=503
+            )
         if pending:
             return web.json_response({"status": "Unhealthy", "models_not_ready": pending}, status=503)
         return web.Response(status=status, body=body, headers=headers)
