@@ -33,7 +33,9 @@ class ServingOptions:
     scales: tuple[int, ...] = ()  # dense evaluation: shorter-side scales
     flip: bool = True  # dense evaluation: add horizontal flips
     max_pixels: int = 40_000_000  # what one image may declare: 8K photos pass, a 30000x30000 bomb does not
-    max_decoded_pixels: int = 16_000_000  # what may be decoded at full size (PNG, GIF, exact JPEG...)
+    # what may be decoded at full size (PNG, GIF, WebP, BMP, TIFF): their decode costs ~20-40 ms per
+    # megapixel here, so 8 MP keeps any of them within ~2x a 12 MP camera JPEG decoded at 1/8 scale
+    max_decoded_pixels: int = 8_000_000
     decode: Decode = Decode.FAST  # JPEGs at the DCT scale that covers the model's input size
     max_batch_pixels: int = 400_000_000  # decoded pixels one batch may hold (~1.2 GB as uint8 RGB)
     max_text_bytes: int = 65536

@@ -4,7 +4,9 @@
    TIFF); only that format's Pillow plugin ever sees the bytes.
 2. The declared size is read from the header alone and checked against the budgets before any
    pixel is decoded: ``max_pixels`` for what an image may declare, ``max_decoded_pixels`` for what
-   may be decoded at full resolution (every format but a JPEG decoded at reduced scale).
+   may be decoded at full resolution (PNG, GIF, WebP, BMP, TIFF: formats without a reduced-size
+   decode, whose cost is their pixel count). In ``exact`` mode JPEGs decode at full size, bounded
+   by ``max_pixels`` alone: that mode's cost is the photo's, by choice.
 3. One frame only (animated GIF/WebP, multi-page TIFF), decoded to uint8 CHW.
 
 JPEGs in ``fast`` mode are decoded by libjpeg-turbo directly at the smallest DCT scale (1/2, 1/4,
@@ -105,8 +107,9 @@ def decode_image_bytes(data: bytes, limits: DecodeLimits) -> Decoded:
     fmt, declared = probe(data, limits)
     with _open(data, fmt) as im:
         reduction = jpeg_reduction(im.size, limits.min_side) if fmt == "JPEG" else 1
-        if fmt == "JPEG" and reduction == 1:  # exact mode, or a photo too small to scale
-            _check_budget(*im.size, limits.max_decoded_pixels, "would decode to")
+        if fmt == "JPEG" and reduction == 1:  # exact mode (its cost is the photo's), or too small to scale
+            if limits.min_side is not None:
+                _check_budget(*im.size, limits.max_decoded_pixels, "would decode to")
             return Decoded(_decode_jpeg_full(data, limits.channels), declared)
         try:
             if reduction > 1:  # libjpeg-turbo decodes in the DCT domain at 1/reduction scale

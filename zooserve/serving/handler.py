@@ -48,6 +48,7 @@ def _initialize(context: Any) -> Pipeline:
     # TorchServe leaves torch threads at its default; workers x threads must fit the cores
     torch.set_num_threads(bundle.options.threads)
     pipeline = make_pipeline(bundle)
+    pipeline.model_name = getattr(context, "model_name", None) or bundle.name  # as served (metrics, answers)
     batch_size = int(config.get("batchSize") or context.system_properties.get("batch_size") or 1)
     seconds = pipeline.warmup(warmup_sizes(batch_size))  # before TorchServe marks the worker READY
     request_log.info(json.dumps({"event": "warm", "model": bundle.name, "seconds": round(seconds, 3)}))

@@ -22,7 +22,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from zooserve.errors import DeadlineExceeded, Overloaded, RequestError, ServiceError
+from zooserve.errors import DeadlineExceeded, Overloaded, PayloadTooLarge, RequestError, ServiceError
 from zooserve.serving.calls import REQUEST_ID, TIMEOUT, TIMING, timeout_from_header
 from zooserve.serving.dispatch import Dispatcher
 from zooserve.serving.upstream import Backend
@@ -87,6 +87,10 @@ def inference_app(backend: Backend, dispatcher: Dispatcher, max_body: int) -> we
         if not backend.keys.allows(request.headers.get("Authorization"), "inference"):
             return await proxy(request)  # TorchServe answers a bad token its own way
         rid = request.headers.get(REQUEST_ID)
+        if (request.content_length or 0) > max_body:
+            return error_response(
+                PayloadTooLarge(f"body of {request.content_length} bytes; the limit is {max_body}"), rid
+            )
         try:
             timeout = timeout_from_header(request.headers.get(TIMEOUT))
             async with dispatcher.call("rest", model, rid, timeout) as outcome:
@@ -109,6 +113,8 @@ def inference_app(backend: Backend, dispatcher: Dispatcher, max_body: int) -> we
                 return web.Response(status=status, body=body, headers=headers)
         except ServiceError as e:
             return error_response(e, rid)
+        except web.HTTPRequestEntityTooLarge:  # a chunked body that grew past the limit
+            return error_response(PayloadTooLarge(f"body over the limit of {max_body} bytes"), rid)
         except aiohttp.ClientError as e:
             return error_response(Overloaded(f"TorchServe is not reachable: {type(e).__name__}"), rid)
 
