@@ -184,9 +184,18 @@ def test_a_big_jpeg_decodes_at_the_reduced_scale_within_the_decoded_budget() -> 
     got = decode_image_bytes(data, fast)
     assert got.declared_pixels == 3_000_000  # what batch budgets count: the header's size
     assert tuple(got.image.shape) == (3, 375, 500)  # 1/4: 1500/8 = 187 would not cover 224
-    exact = DecodeLimits(channels=3, max_pixels=10_000_000, max_decoded_pixels=1_000_000, min_side=None)
-    with pytest.raises(ImageTooLarge):
-        decode_image_bytes(data, exact)
+    # a JPEG too narrow to scale is decoded at full size, so it is held to max_decoded_pixels
+    with pytest.raises(ImageTooLarge, match="would decode to 2500x440"):
+        decode_image_bytes(jpeg(440, 2500), fast)  # 440 // 2 = 220 would not cover 224
+
+
+def test_exact_mode_jpegs_are_bounded_by_max_pixels_alone() -> None:
+    """By choice (images.py docstring): exact mode's cost is the photo's."""
+    data = jpeg(1500, 2000)
+    exact = DecodeLimits(channels=3, max_pixels=3_000_000, max_decoded_pixels=1_000_000, min_side=None)
+    assert tuple(decode_image_bytes(data, exact).image.shape) == (3, 1500, 2000)
+    with pytest.raises(ImageTooLarge, match="declares 2000x1500"):
+        decode_image_bytes(data, DecodeLimits(3, 2_999_999, 10**9, None))
 
 
 # ---- JPEG scales ---------------------------------------------------------------------------------

@@ -298,3 +298,27 @@ def test_a_model_that_fails_on_one_image_fails_that_request_alone(tiny) -> None:
         assert [p["index"] for p in a.body["predictions"]] == [p["index"] for p in m.body["predictions"]]
         for pa, pm in zip(a.body["predictions"], m.body["predictions"], strict=True):
             assert abs(pa["probability"] - pm["probability"]) < 1e-4
+
+
+# ---- the error table rows these answers rely on -------------------------------------------------------
+@pytest.mark.parametrize(
+    "name, status, grpc_code",
+    [
+        ("MalformedRequest", 400, "INVALID_ARGUMENT"),
+        ("Overloaded", 503, "UNAVAILABLE"),
+        ("ModelUnloading", 503, "UNAVAILABLE"),
+        ("DeadlineExceeded", 504, "DEADLINE_EXCEEDED"),
+        ("InferenceFailed", 500, "INTERNAL"),
+        ("ModelNotFound", 404, "NOT_FOUND"),
+    ],
+)
+def test_error_table_rows(name: str, status: int, grpc_code: str) -> None:
+    import grpc
+
+    from zooserve import errors
+
+    rows = {r.type: r for r in errors.error_table()}
+    assert (rows[name].status, rows[name].grpc_code) == (status, grpc_code)
+    assert grpc_code in grpc.StatusCode.__members__ and rows[name].meaning
+    again = errors.from_json(getattr(errors, name)("why").to_json())
+    assert type(again).__name__ == name and again.status == status and str(again) == "why"

@@ -64,7 +64,9 @@ async def _pass_through(
     timeout: float | None = None,
 ) -> tuple[int, bytes, CIMultiDict[str]]:
     """Send the request on to TorchServe as it came; (status, body, response headers)."""
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP} | (extra or {})
+    headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP)
+    for key, value in (extra or {}).items():
+        headers[key] = value  # replaces whatever case the client used
     url = f"{base}{request.rel_url}"
     async with backend.http.request(
         request.method,
@@ -95,9 +97,14 @@ def inference_app(backend: Backend, dispatcher: Dispatcher, max_body: int) -> we
             timeout = timeout_from_header(request.headers.get(TIMEOUT))
             async with dispatcher.call("rest", model, rid, timeout) as outcome:
                 call = outcome.call
+                extra = call.forward_headers()
+                if request.content_type == "application/x-www-form-urlencoded":
+                    # curl's default for --data-binary: TorchServe would parse the bytes as a form
+                    # and fail (500); the handlers take the body itself
+                    extra["Content-Type"] = "application/octet-stream"
                 try:
                     status, body, headers = await _pass_through(
-                        request, backend, base, call.forward_headers(), timeout=outcome.budget()
+                        request, backend, base, extra, timeout=outcome.budget()
                     )
                 except TimeoutError:
                     outcome.code = "504"
