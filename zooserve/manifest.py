@@ -10,6 +10,7 @@ section (unknown keys and wrong types are refused).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
@@ -72,10 +73,13 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
             return type(default)(value)
         if isinstance(default, tuple):
             return tuple(int(v) for v in value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise TypeError
-        return type(default)(value)
-    except (TypeError, ValueError):
+        number = type(default)(value)
+        if isinstance(number, int) and number < 1:  # counts, sizes and times are all positive
+            raise ValueError
+        return number
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(
             f"serving option {key!r}: {value!r} is not a valid {type(default).__name__}"
         ) from None

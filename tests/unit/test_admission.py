@@ -212,12 +212,6 @@ def test_draining_one_model_leaves_the_others_open() -> None:
         a.admit("going")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: catalog.py:118-121 takes zooserve.deadline_ms from model-config.yaml unchecked; "
-    "deadline_ms: .inf gives Policy(deadline_s=inf) and admission.py:265 computes "
-    "ceil(0 * inf) = ceil(nan): every admit() raises ValueError instead of admitting or Overloaded",
-)
 def test_an_unbounded_deadline_policy_still_admits() -> None:
     from zooserve.serving.catalog import policy_from
 

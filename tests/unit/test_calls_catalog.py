@@ -225,12 +225,6 @@ def test_bad_names_are_model_not_found(tmp_path: Path, name: str) -> None:
     assert exc.value.status == 404 and exc.value.grpc_code == "NOT_FOUND"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: catalog.py:99/134 validate names with _NAME.match and a ^...$ pattern; '$' also "
-    "matches before a trailing newline, so 'resnet18\\n' is accepted (a ModelInfo with the default "
-    "policy, and the file 'resnet18\\n.mar' is looked up) instead of ModelNotFound (use fullmatch or \\Z)",
-)
 @pytest.mark.parametrize("name", ["resnet18\n", "x\n"])
 def test_a_name_with_a_trailing_newline_is_model_not_found(tmp_path: Path, name: str) -> None:
     with pytest.raises(ModelNotFound):
@@ -252,13 +246,6 @@ def test_an_archive_is_read_again_when_it_changes(tmp_path: Path, monkeypatch: p
     assert cat.get("m").task is None  # unregistered from the store: the default again
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: catalog.py:118-121 convert model-config.yaml values unchecked and outside _read's "
-    "try (catalog.py:152-155): a non-numeric batchSize/jobQueueSize/deadline_ms raises "
-    "ValueError/TypeError out of Catalog.get (every call to that model fails in the gateway), and "
-    "deadline_ms .inf/negative yields an unusable policy, instead of a default (or refused) policy",
-)
 @pytest.mark.parametrize(
     "config",
     [

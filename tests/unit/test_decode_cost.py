@@ -157,7 +157,7 @@ def test_a_declared_bomb_is_refused_from_its_header_at_once(data: bytes) -> None
         with pytest.raises(ImageTooLarge) as exc:
             call(data, limits)
         assert exc.value.status == 413 and exc.value.grpc_code == "RESOURCE_EXHAUSTED"
-    assert time.perf_counter() - t0 < 1.0
+    assert time.perf_counter() - t0 < 2.0  # header work only: a decode would take far longer or fail
 
 
 def test_a_gif_declaring_a_huge_screen_is_too_large() -> None:
@@ -318,12 +318,6 @@ def test_little_endian_16_bit_grey_is_scaled_to_8_bits() -> None:
     assert (got[0].int() - expected.int()).abs().max() <= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: images.py:151-152 scale 16-bit grey with Image.point(lambda), which Pillow "
-    "supports for 'I', 'I;16' and 'F' but not 'I;16B': a valid big-endian ('MM') 16-bit TIFF is "
-    "refused as 400 InvalidImage ('point operation not supported for this mode')",
-)
 def test_big_endian_16_bit_grey_tiff_decodes() -> None:
     data = pil_bytes(_grey16("I;16B"), "TIFF")
     assert data.startswith(b"MM\x00*")

@@ -190,12 +190,6 @@ def test_a_non_finite_output_is_a_500_for_that_request_alone(echo: Echo) -> None
     assert bodies[0] == {"body": "b'ok'"} and bodies[3] == {"body": "b'ok2'"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: handler.py:190-193 catch only ValueError from json.dumps; a body json cannot "
-    "write (TypeError: a tensor, numpy scalar or other object) escapes _serialise, and handle's "
-    "catch-all (handler.py:122-128) answers 500 to every request of the batch, batch-mates included",
-)
 def test_an_unserialisable_output_is_a_500_for_that_request_alone(echo: Echo) -> None:
     bodies, ctx = _handle([{"body": b"ok"}, {"body": b"object"}, {"body": b"ok2"}])
     assert ctx.status == {1: (500, "InferenceFailed")}
@@ -245,12 +239,6 @@ def test_a_long_request_id_from_torchserve_headers_is_cut(echo: Echo) -> None:
     assert handler._request_id(FakeContext([{}]), 0) == "ts-0"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: handler.py:143 replaces the id _request_id cut to 128 characters (handler.py:167) "
-    "with request.headers['x-request-id'] uncut, so any length (and any text, from a multipart "
-    "field or gRPC input) is echoed as the X-Request-Id response header and logged",
-)
 def test_the_echoed_request_id_is_at_most_128_characters(echo: Echo) -> None:
     _, ctx = _handle(
         [{"body": b"a"}, {"body": b"b", "x-request-id": b"f" * 300}], [{"X-Request-Id": "a" * 1000}, {}]

@@ -195,12 +195,6 @@ def test_stage_times_accumulate_over_a_split_batch() -> None:
     assert times.stages["handler"] >= times.stages["decode"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: pipeline.py:197 zips postprocess's bodies with strict=True outside the bisecting "
-    "try (pipeline.py:205-213), so a postprocess that returns fewer bodies than items makes "
-    "run_batch raise ValueError (its docstring: it never raises; every request gets a response)",
-)
 def test_a_postprocess_with_too_few_bodies_is_a_500_per_request_not_a_crash() -> None:
     class Short(Scripted):
         def postprocess(self, outputs: list[Item], items: list[Item]) -> list[dict[str, Any]]:

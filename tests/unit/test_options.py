@@ -110,12 +110,6 @@ def test_int_option_from_a_header_is_range_checked() -> None:
             int_option(_header("topk", text), "topk", 5, 1, 10)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: options.py:48/62/78 format the refused value with repr(); an int of more than 4300 "
-    "digits makes repr raise ValueError (Python's int/str conversion limit), so the option "
-    "raises ValueError instead of InvalidParameter",
-)
 @pytest.mark.parametrize("reader", ["int", "float", "flag"])
 def test_an_enormous_integer_is_refused_as_invalid_parameter(reader: str) -> None:
     req = _body("n", 10**5000)
@@ -128,11 +122,6 @@ def test_an_enormous_integer_is_refused_as_invalid_parameter(reader: str) -> Non
             flag_option(req, "n")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: options.py:18-19 use \\d without re.ASCII, so non-ASCII decimal digits "
-    "('٣' ARABIC-INDIC THREE, fullwidth '５') pass the strict pattern and int()/float() accept them",
-)
 @pytest.mark.parametrize("text", ["٣", "５", "१०"])
 def test_only_ascii_digits_are_numbers(text: str) -> None:
     with pytest.raises(InvalidParameter):
@@ -194,12 +183,6 @@ def test_float_option_refuses_everything_else(raw: Any) -> None:
 SEPARATORS = {"\x1c", "\x1d", "\x1e", "\x1f"}  # str.strip() removes them, float() does not accept them
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: options.py:58-60 match the pattern against raw.strip() but convert float(raw): "
-    "str.strip() removes the separators \\x1c-\\x1f, float() refuses them, so ValueError escapes "
-    "instead of the value (int_option converts the stripped text and is fine)",
-)
 @pytest.mark.parametrize("text", ["0\x1f", "\x1c1.5", "2\x1e"])
 def test_float_option_strips_what_it_matched(text: str) -> None:
     assert int_option(_header("x", text.replace(".5", "")), "x", 0, 0, 2) in (0, 1, 2)

@@ -152,7 +152,7 @@ def _check_budget(width: int, height: int, budget: int, verb: str) -> None:
 
 def _to_tensor(im: Image.Image, channels: int) -> torch.Tensor:
     if im.mode.startswith("I"):  # 16/32-bit grey: Pillow clips on convert, so scale first
-        im = im.point(lambda v: v / 256)
+        im = im.convert("I").point(lambda v: v / 256)  # "I" first: point() refuses big-endian I;16B
     im = im.convert("RGB" if channels == 3 else "L")
     array = np.asarray(im).reshape(im.height, im.width, channels)  # one copy out of Pillow
     with warnings.catch_warnings():  # read-only memory shared, never written in place downstream

@@ -147,4 +147,7 @@ def _stages(pipeline: Pipeline, items: list[Any], times: BatchTimes) -> list[Any
     with metrics.timed(model, "inference", times.stages):
         outputs = pipeline.forward(inputs)
     with metrics.timed(model, "postprocess", times.stages):
-        return pipeline.postprocess(outputs, items)
+        bodies = pipeline.postprocess(outputs, items)
+    if len(bodies) != len(items):  # inside the bisection: a short answer fails only its culprit
+        raise RuntimeError(f"postprocess answered {len(bodies)} of {len(items)} requests")
+    return bodies
