@@ -87,7 +87,15 @@ def served(build_cache, otlp: Receiver, tmp_path_factory: pytest.TempPathFactory
     try:
         server.start(cfg, list(SERVED), timeout=240)
         yield Served(
-            cfg, Client(port=ports.inference, grpc_port=ports.grpc_inference, key_file=cfg.key_file), bundles
+            cfg,
+            Client(
+                port=ports.inference,
+                grpc_port=ports.grpc_inference,
+                key_file=cfg.key_file,
+                v2_port=ports.v2_http,
+                v2_grpc_port=ports.v2_grpc,
+            ),
+            bundles,
         )
     finally:
         server.stop(cfg)
