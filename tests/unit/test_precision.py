@@ -132,7 +132,7 @@ def builds(tmp_path_factory: pytest.TempPathFactory, trained_lenet) -> Iterator[
     """Both builds reuse one training run (the seeded training is the same each time anyway).
     bf16 is built on every CPU: without native bf16 the product refuses it (slower than fp32), but
     the kernels still run emulated, so the export, the archive and the parity are tested anyway."""
-    import zooserve.models.lenet as lenet
+    import zooserve.models.vision as vision
 
     trained, facts = trained_lenet
 
@@ -143,7 +143,7 @@ def builds(tmp_path_factory: pytest.TempPathFactory, trained_lenet) -> Iterator[
     root = tmp_path_factory.mktemp("precision")
     out = {}
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(lenet, "train_on_digits", reuse)
+        mp.setattr(vision, "train_on_digits", reuse)  # where the build looks it up
         mp.setattr(precision, "bf16_supported", lambda: True)
         for prec in ("bf16", "int8"):
             opts = BuildOptions(format="aoti", precision=prec, archive_name=f"lenet5_{prec}")
