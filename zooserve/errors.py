@@ -48,6 +48,12 @@ class InvalidImage(RequestError):
     """Bytes that do not decode to an image (truncated, corrupt, not an image)."""
 
 
+class NoDigitFound(RequestError):
+    """An image a digit model finds no digit in: blank, ink all over it, or only a speck."""
+
+    status = 422
+
+
 class UnsupportedMediaType(RequestError):
     """A payload of a kind the model does not take (text to an image model, an unknown format)."""
 
@@ -103,6 +109,7 @@ class RemoteError(ServiceError):
 SERVICE_ERRORS: tuple[type[ServiceError], ...] = (
     EmptyBody,
     InvalidImage,
+    NoDigitFound,
     UnsupportedMediaType,
     ImageTooLarge,
     PayloadTooLarge,
@@ -134,6 +141,10 @@ class UnsupportedFormat(UserError):
 
 class ConfigError(UserError):
     """A configuration, archive or option file that cannot be used."""
+
+
+class AccuracyGateFailed(UserError):
+    """A build whose model is less accurate than its gate allows (reduced precision, trained demo)."""
 
 
 class ServerError(UserError):

@@ -122,7 +122,7 @@ def trained_lenet() -> tuple[torch.nn.Module, dict]:
 
     torch.manual_seed(0)
     model = build_module(registry.get("lenet5"))
-    facts = train_on_digits(model, epochs=12)
+    facts = train_on_digits(model, epochs=3, gate=False)
     assert facts["digits_accuracy"] >= 0.95
     return model.eval(), facts
 
@@ -130,7 +130,7 @@ def trained_lenet() -> tuple[torch.nn.Module, dict]:
 @pytest.fixture(scope="module")
 def builds(tmp_path_factory: pytest.TempPathFactory, trained_lenet) -> Iterator[dict[str, object]]:
     """Both builds reuse one training run (the seeded training is the same each time anyway)."""
-    import zooserve.models.lenet as lenet
+    import zooserve.models.vision as vision
 
     trained, facts = trained_lenet
 
@@ -141,7 +141,7 @@ def builds(tmp_path_factory: pytest.TempPathFactory, trained_lenet) -> Iterator[
     root = tmp_path_factory.mktemp("precision")
     out = {}
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(lenet, "train_on_digits", reuse)
+        mp.setattr(vision, "train_on_digits", reuse)  # vision holds its own reference to it
         for prec in ("bf16", "int8"):
             if prec == "bf16" and not precision.bf16_supported():
                 continue

@@ -13,8 +13,9 @@ from typing import Any
 import torch
 from torchvision.transforms.v2 import functional as F
 
-from zooserve.errors import ConfigError, ImageTooLarge, InvalidParameter
+from zooserve.errors import ConfigError, ImageTooLarge, InvalidParameter, RequestError
 from zooserve.export.dense import scores_from_map
+from zooserve.models.digits import digit_batch
 from zooserve.models.preprocess import normalize, resize_batch
 from zooserve.runtime.bundle import Bundle
 from zooserve.runtime.images import check_header, decode_image_bytes, decode_jpegs_on_gpu, image_bytes
@@ -27,6 +28,7 @@ class Item:
     image: torch.Tensor | None  # uint8 (C, H, W); None while a JPEG waits for the GPU batch decode
     topk: int
     jpeg: bytes = b""
+    error: RequestError | None = None  # found by the batch's preprocessing: answered alone, as 4xx
 
 
 def request_topk(request: Request, default: int, limit: int) -> int:
@@ -108,6 +110,8 @@ class ClassifyPipeline(Pipeline):
         if len(items) > 1 and pixels > self.batch_pixels:
             raise ImageTooLarge("batch exceeds the pixel budget")  # run_batch retries one by one
         images = self._images(items)
+        if self.spec.ink_box is not None:
+            return self._digits(images, items)
         if self.evaluation == Evaluation.CENTER:
             return [normalize(resize_batch(images, self.spec), self.spec)]
         if self.evaluation == Evaluation.TENCROP:
@@ -117,6 +121,22 @@ class ClassifyPipeline(Pipeline):
             return [normalize(batch, self.spec)]
         # dense: each scale Q is the image resized to shorter side Q, centre square Q x Q
         return [normalize(resize_batch(images, self.spec, crop=q, resize=q), self.spec) for q in self.scales]
+
+    def _digits(self, images: list[torch.Tensor], items: list[Item]) -> list[torch.Tensor]:
+        """Digit models: the batch framed by its ink (zooserve.models.digits); an image without a
+        readable digit is marked on its item (postprocess answers it with the error) and the rest
+        of the batch goes on."""
+        sides = self.scales if self.evaluation == Evaluation.DENSE else [self.spec.size]
+        batches = []
+        for side in sides:
+            x, errors = digit_batch(images, self.spec, side)
+            batches.append(x.to(self.bundle.device))
+        for it, err in zip(items, errors, strict=True):
+            it.error = err
+        if self.evaluation == Evaluation.TENCROP:
+            crops = F.ten_crop(batches[0], [self.spec.size, self.spec.size])
+            return [torch.stack(crops, dim=1).flatten(0, 1)]
+        return batches
 
     @torch.inference_mode()
     def forward(self, inputs: list[torch.Tensor]) -> torch.Tensor:
@@ -138,9 +158,10 @@ class ClassifyPipeline(Pipeline):
     def _probs(self, x: torch.Tensor, model: Any = None) -> torch.Tensor:
         return torch.softmax(scores_from_map((model or self.model)(x)).float(), dim=1)
 
-    def postprocess(self, outputs: torch.Tensor, items: list[Item]) -> list[dict[str, Any]]:
+    def postprocess(self, outputs: torch.Tensor, items: list[Item]) -> list[dict[str, Any] | RequestError]:
         preds = topk_predictions(outputs.cpu(), [it.topk for it in items], self.labels)
         return [
-            {"model": self.model_name, "weights": self.bundle.manifest.weights.value, "predictions": p}
-            for p in preds
+            it.error
+            or {"model": self.model_name, "weights": self.bundle.manifest.weights.value, "predictions": p}
+            for it, p in zip(items, preds, strict=True)
         ]

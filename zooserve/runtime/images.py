@@ -92,11 +92,29 @@ def _decode_with_pil(data: bytes, channels: int) -> torch.Tensor:
         with Image.open(io.BytesIO(data)) as im:
             if im.mode.startswith("I"):  # 16/32-bit grey: Pillow clips on convert, so scale first
                 im = im.point(lambda v: v / 256)
+            transparent = im.mode in ("P", "L", "RGB") and "transparency" in im.info
+            if transparent or im.mode in ("RGBA", "LA", "PA"):
+                im = _flatten_alpha(im)
             im = im.convert("RGB" if channels == 3 else "L")
             arr = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
             return arr.view(im.height, im.width, channels).permute(2, 0, 1)
     except Exception as e:  # noqa: BLE001
         raise InvalidImage(f"cannot decode image: {_first_line(e)}") from None
+
+
+def _flatten_alpha(im: Image.Image) -> Image.Image:
+    """Transparent pixels onto plain paper that contrasts with the opaque ones: a drawing saved from
+    a canvas (often black strokes on transparent black) keeps its strokes instead of vanishing."""
+    from PIL import ImageStat
+
+    im = im.convert("RGBA")
+    alpha = im.getchannel("A")
+    if alpha.getextrema()[0] == 255:
+        return im.convert("RGB")
+    opaque = alpha.point(lambda a: 255 if a >= 128 else 0)
+    shade = ImageStat.Stat(im.convert("L"), opaque).mean[0] if opaque.getbbox() else 0.0
+    paper = 255 if shade < 128 else 0
+    return Image.alpha_composite(Image.new("RGBA", im.size, (paper, paper, paper, 255)), im).convert("RGB")
 
 
 def _first_line(e: BaseException) -> str:

@@ -57,8 +57,9 @@ class Pipeline(ABC):
         """One forward pass over the batch."""
 
     @abstractmethod
-    def postprocess(self, outputs: Any, items: list[Any]) -> list[dict[str, Any]]:
-        """Batch outputs -> one JSON-able response body per item."""
+    def postprocess(self, outputs: Any, items: list[Any]) -> list[dict[str, Any] | ServiceError]:
+        """Batch outputs -> one JSON-able response body per item, or the RequestError of an item
+        the batch stages found unusable (answered alone; its batch-mates are served)."""
 
 
 def run_batch(pipeline: Pipeline, requests: Sequence[Request]) -> list[Response]:
