@@ -1,6 +1,9 @@
 """The README's demo: real predictions from the running TorchServe over REST and gRPC.
 
-python client/demo.py [--models lenet5 resnet18]
+python client/demo.py [--models lenet5 resnet18] [MY_DIGIT.png ...]
+
+lenet5 gets scikit-learn's held-out digits and digits drawn with Pillow (pen strokes, Pillow's own
+font); files you name are sent to lenet5 too, and the demo shows the 32x32 frame the model read.
 """
 
 from __future__ import annotations
@@ -9,22 +12,27 @@ import argparse
 import sys
 from pathlib import Path
 
+from zooserve import errors
 from zooserve.bench.samples import write_samples
 from zooserve.client import Client
 
 SAMPLES = Path(__file__).parent / "samples"
 
+SHADES = " .:-=+*#%@"
+
 
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--models", nargs="+", default=["lenet5", "resnet18"])
+    p.add_argument("files", nargs="*", type=Path, help="your own digit images, sent to lenet5")
     args = p.parse_args()
     write_samples(SAMPLES)
     client = Client()
     for model in args.models:
-        files = (
-            sorted(SAMPLES.glob("digit_*.png")) if model == "lenet5" else sorted(SAMPLES.glob("*.jpg"))[:2]
-        )
+        if model == "lenet5":
+            files = sorted(SAMPLES.glob("digit_*.png")) + sorted(SAMPLES.glob("drawn_*.png"))
+        else:
+            files = sorted(SAMPLES.glob("*.jpg"))[:2]
         for f in files:
             data = f.read_bytes()
             rest = client.predict(model, data)
@@ -35,7 +43,48 @@ def main() -> int:
                 f"{model:10s} {f.name:28s} -> {top['label']!r:22s} p={top['probability']:.3f} "
                 f"weights={rest['weights']:12s} (REST; gRPC answer: {same})"
             )
+    for f in args.files:
+        send_yours(client, f)
     return 0
+
+
+def send_yours(client: Client, path: Path) -> None:
+    """Your file to lenet5: its answer (or why it was refused) and the frame the model read."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        print(f"cannot read {path}: {e.strerror}")
+        return
+    try:
+        answer = client.predict("lenet5", data, headers={"X-TopK": "3"})
+    except errors.ZooError as e:
+        print(f"lenet5     {path.name:28s} -> refused ({e.status} {e.type}): {e}")
+        return
+    guesses = ", ".join(f"{p['label']} ({p['probability']:.1%})" for p in answer["predictions"])
+    print(f"lenet5     {path.name:28s} -> {guesses}")
+    frame = seen_by_lenet5(data)
+    if frame:
+        print("  what lenet5 read (its 32x32 input: the ink found, cropped, scaled and centred):")
+        print("\n".join("  |" + line + "|" for line in frame))
+
+
+def seen_by_lenet5(data: bytes) -> list[str]:
+    """The server's framing of ``data``, redone here (same code) as text: two pixels per character."""
+    import io
+
+    import torch
+    from PIL import Image
+
+    from zooserve.models.digits import frame_digits
+
+    with Image.open(io.BytesIO(data)) as im:
+        grey = im.convert("L")
+        img = torch.frombuffer(bytearray(grey.tobytes()), dtype=torch.uint8).view(1, grey.height, grey.width)
+    frames, status = frame_digits([img])
+    if int(status[0]) != 0:
+        return []
+    rows = torch.nn.functional.avg_pool2d(frames, (2, 1))[0, 0]  # characters are twice as tall as wide
+    return ["".join(SHADES[min(9, int(v * 10))] for v in row.tolist()) for row in rows]
 
 
 if __name__ == "__main__":
