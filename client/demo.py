@@ -1,6 +1,6 @@
 """The README's demo: real predictions from the running TorchServe over REST and gRPC.
 
-python client/demo.py [--models lenet5 resnet18] [MY_DIGIT.png ...]
+python client/demo.py [MY_DIGIT.png ...] [--models lenet5 resnet18]
 
 lenet5 gets scikit-learn's held-out digits and digits drawn with Pillow (pen strokes, Pillow's own
 font); files you name are sent to lenet5 too, and the demo shows the 32x32 frame the model read.
@@ -35,7 +35,11 @@ def main() -> int:
             files = sorted(SAMPLES.glob("*.jpg"))[:2]
         for f in files:
             data = f.read_bytes()
-            rest = client.predict(model, data)
+            try:
+                rest = client.predict(model, data)
+            except errors.ModelNotFound:
+                print(f"{model}: not served here (zooserve serve {model})")
+                break
             grpc = client.predict(model, data, grpc=True)
             top = rest["predictions"][0]
             same = "same" if grpc["predictions"] == rest["predictions"] else "DIFFERENT"
@@ -69,21 +73,18 @@ def send_yours(client: Client, path: Path) -> None:
 
 
 def seen_by_lenet5(data: bytes) -> list[str]:
-    """The server's framing of ``data``, redone here (same code) as text: two pixels per character."""
-    import io
-
+    """The server's decode and framing of ``data``, redone here (same code), as text: two pixels
+    per character, darkest to brightest ink relative to the frame's own brightest."""
     import torch
-    from PIL import Image
 
     from zooserve.models.digits import frame_digits
+    from zooserve.runtime.images import decode_image_bytes
 
-    with Image.open(io.BytesIO(data)) as im:
-        grey = im.convert("L")
-        img = torch.frombuffer(bytearray(grey.tobytes()), dtype=torch.uint8).view(1, grey.height, grey.width)
-    frames, status = frame_digits([img])
+    frames, status = frame_digits([decode_image_bytes(data, channels=1, max_pixels=40_000_000)])
     if int(status[0]) != 0:
         return []
     rows = torch.nn.functional.avg_pool2d(frames, (2, 1))[0, 0]  # characters are twice as tall as wide
+    rows = rows / rows.max().clamp_min(1e-6)
     return ["".join(SHADES[min(9, int(v * 10))] for v in row.tolist()) for row in rows]
 
 
