@@ -7,9 +7,11 @@ the build (training and its accuracy gate), the runtime, tests and benchmarks. I
    distinct input shape); the margin is filled with the image's own border level;
 2. polarity: the background is the median level (most of a digit image is paper), so dark ink on
    light paper is inverted to the training polarity (bright ink on black);
-3. contrast is stretched between background and ink; images with no ink (no contrast), ink over a
-   large part of the frame, or ink too small to read get a per-item status instead of a guess;
-4. the ink's box (mass quantiles, so a stray speck does not stretch it) is padded to a square,
+3. contrast is stretched between background and ink; images with no ink (no contrast), ink over
+   or scattered across the frame (photos, textures, noise), or only a speck get a per-item status
+   instead of a guess;
+4. ink far from the rest (beyond 3 radii of gyration) is dropped as dirt; the ink's box (mass
+   quantiles) is padded to a square,
    scaled so its longer side is ``box`` pixels of the ``size`` frame (as MNIST puts 20x20 digits in
    28x28 and LeNet-5 in 32x32) and centred by the ink's centre of mass. Crop, pad, scale and shift
    are a per-image scale + offset, so the resampling is separable: two batched matmuls with

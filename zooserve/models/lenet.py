@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from zooserve.errors import AccuracyGateFailed
 
 if TYPE_CHECKING:
-    from zooserve.models.specs import InputSpec
+    from zooserve.specs import InputSpec
 
 DIGITS_SEED = 0
 DIGITS_SIDE = 32  # sklearn's 8x8 digits upscaled: the held-out images tests and samples send
