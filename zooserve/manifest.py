@@ -22,7 +22,7 @@ from zooserve.specs import Decode, Evaluation, Format, InputSpec, Precision, Tas
 
 MANIFEST_FILE = "zooserve.json"
 CONFIG_FILE = "model-config.yaml"  # TorchServe's per-model config, with our `zooserve:` section
-MANIFEST_VERSION = 2
+MANIFEST_VERSION = 3  # 3: InputSpec.ink_box replaces invert_light_background (digit framing)
 
 
 @dataclass(frozen=True)

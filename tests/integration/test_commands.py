@@ -1,4 +1,4 @@
-"""The commands a user runs, run for real: ``zooserve tune`` (a small grid), ``zooserve bench
+"""The commands a user runs, run for real: the demo script, ``zooserve tune`` (a small grid), ``zooserve bench
 served`` (a few seconds), ``zooserve build --evaluation tencrop`` and its answers."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from zooserve.runtime.pipeline import Request, run_batch
 from zooserve.runtime.tasks import make_pipeline
 
 pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _zooserve(*args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -119,3 +120,30 @@ def test_tencrop_evaluation_through_the_cli(tmp_path: Path) -> None:
     )
     batch = pipe.preprocess([pipe.decode(Request(photo_jpegs()["china.jpg"]))])
     assert batch[0].shape[0] == 10  # the ten crops, one forward
+
+
+def test_the_demo_script_predicts_over_rest_and_grpc(served, tmp_path: Path) -> None:
+    """``make up``'s last step, against the session server: samples and drawn digits over REST and
+    gRPC (same answers), a digit of the user's own with the frame lenet5 read, and a model that is
+    not served is one line."""
+    from zooserve.models.digits import render_sent
+
+    mine = tmp_path / "my_seven.png"
+    mine.write_bytes(render_sent(7, "DejaVuSans", (96, 96), 0.6))
+    ports = served.cfg.ports
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "client" / "demo.py"), str(mine), "--models", "lenet5", "no_such_model"]
+        + ["--port", str(ports.inference), "--grpc-port", str(ports.grpc_inference)]
+        + ["--key-file", str(served.cfg.key_file)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = run.stdout.splitlines()
+    answered = [line for line in lines if line.startswith("lenet5") and "gRPC answer: same" in line]
+    assert len(answered) >= 10, run.stdout
+    assert any(line.startswith("no_such_model: not served here") for line in lines), run.stdout
+    yours = next(line for line in lines if "my_seven.png" in line)
+    assert yours.split("->")[1].strip().startswith("7 ("), yours
+    assert any(line.startswith("  |") for line in lines), "the 32x32 frame lenet5 read is shown"

@@ -76,14 +76,6 @@ def test_normalize_equals_torchvision() -> None:
     torch.testing.assert_close(normalize(x, SPEC), ref)
 
 
-def test_light_background_digits_are_inverted_to_training_polarity() -> None:
-    spec = InputSpec(size=4, channels=1, mean=(0.0,), std=(1.0,), invert_light_background=True)
-    dark_ink_on_white = torch.full((1, 1, 4, 4), 255, dtype=torch.uint8)
-    dark_ink_on_white[..., 1:3, 1:3] = 0
-    out = normalize(dark_ink_on_white, spec)
-    assert out[0, 0, 0, 0] == 0.0 and out[0, 0, 1, 1] == 1.0
-
-
 # ---- pipelines over a real exported model --------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_pipeline(build_cache):

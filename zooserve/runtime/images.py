@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageStat
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from zooserve.errors import EmptyBody, ImageTooLarge, InvalidImage, UnsupportedMediaType
@@ -153,11 +153,26 @@ def _check_budget(width: int, height: int, budget: int, verb: str) -> None:
 def _to_tensor(im: Image.Image, channels: int) -> torch.Tensor:
     if im.mode.startswith("I"):  # 16/32-bit grey: Pillow clips on convert, so scale first
         im = im.convert("I").point(lambda v: v / 256)  # "I" first: point() refuses big-endian I;16B
+    if channels == 1 and (im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info):
+        im = _flatten_alpha(im)  # grey models read drawings; RGB models keep torchvision's pixels
     im = im.convert("RGB" if channels == 3 else "L")
     array = np.asarray(im).reshape(im.height, im.width, channels)  # one copy out of Pillow
     with warnings.catch_warnings():  # read-only memory shared, never written in place downstream
         warnings.simplefilter("ignore", UserWarning)
         return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def _flatten_alpha(im: Image.Image) -> Image.Image:
+    """Transparent pixels onto plain paper that contrasts with the opaque ones: a drawing saved from
+    a canvas (often black strokes on transparent black) keeps its strokes instead of vanishing."""
+    im = im.convert("RGBA")
+    alpha = im.getchannel("A")
+    if alpha.getextrema()[0] == 255:
+        return im.convert("RGB")
+    opaque = alpha.point(lambda a: 255 if a >= 128 else 0)
+    shade = ImageStat.Stat(im.convert("L"), opaque).mean[0] if opaque.getbbox() else 0.0
+    paper = 255 if shade < 128 else 0
+    return Image.alpha_composite(Image.new("RGBA", im.size, (paper, paper, paper, 255)), im).convert("RGB")
 
 
 def _decode_jpeg_full(data: bytes, channels: int) -> torch.Tensor:
