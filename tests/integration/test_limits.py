@@ -117,7 +117,9 @@ def test_a_queue_of_maximum_size_bodies_is_answered_and_the_jvm_stays_up(
         outcomes = list(pool.map(send, range(queue)))
     kinds = {f"{status} {kind}" for status, kind in outcomes}
     print(f"\n{queue} bodies of {max_size} bytes at once: {kinds}")
-    assert kinds <= {"400 InvalidImage", "413 ImageTooLarge", "413 PayloadTooLarge", "503 Overloaded"}
+    # every one answered with our JSON: read and refused, shed, or past its deadline while 1 GiB queued
+    allowed = {"400 InvalidImage", "413 ImageTooLarge", "413 PayloadTooLarge", "503 Overloaded"}
+    assert kinds <= allowed | {"504 DeadlineExceeded"}
     over = _post(limited, b"\xff\xd8\xff" + bytes(max_size))  # one byte over the limit
     assert over.status_code == 413 and over.json()["type"] == "PayloadTooLarge"
     assert server.running_pid(limited) is not None, "the JVM died"

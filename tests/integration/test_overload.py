@@ -25,6 +25,7 @@ pytestmark = pytest.mark.integration
 MODEL = "resnet50"
 DEADLINE_S = 2.0
 OVERLOAD = 4.0
+BATCH = 8  # the model's batch size (its registry default)
 SECONDS = float(os.environ.get("ZOOSERVE_OVERLOAD_SECONDS", "30"))
 
 
@@ -111,10 +112,11 @@ def test_overload_sheds_keeps_throughput_and_answers_everything(
     busy: server.ServerConfig, sample_jpegs
 ) -> None:
     url, headers, body = f"{busy.url()}/predictions/{MODEL}", _headers(busy), sample_jpegs["china.jpg"]
-    unloaded = asyncio.run(_closed_loop(url, body, headers, users=16, seconds=8))
+    # the unloaded maximum: one full batch in flight, well inside the deadline
+    unloaded = asyncio.run(_closed_loop(url, body, headers, users=BATCH, seconds=8))
     assert {a.status for a in unloaded} == {200}
     capacity = len(unloaded) / 8
-    batch_s = 8 / capacity  # one full batch at that rate
+    batch_s = BATCH / capacity  # one full batch at that rate
     answers = asyncio.run(_open_loop(url, body, headers, OVERLOAD * capacity, SECONDS))
     ok = [a for a in answers if a.status == 200]
     kinds = {(a.status, a.kind) for a in answers}

@@ -27,12 +27,15 @@ API_PORTS = ("inference", "management", "metrics", "grpc_inference", "grpc_manag
 
 
 # ---- binds ---------------------------------------------------------------------------------------
-def test_default_config_binds_loopback() -> None:
-    props = server.render_properties(server.ServerConfig())
+@pytest.mark.parametrize("gateway", [True, False])
+def test_default_config_binds_loopback(gateway: bool, tmp_path: Path) -> None:
+    cfg = server.ServerConfig(gateway=gateway)
+    assert cfg.bind == "127.0.0.1"  # the gateway's own ports
+    props, _ = server.render_properties(cfg, tmp_path)
     for key in ("inference_address", "management_address", "metrics_address"):
         assert props[key].startswith("http://127.0.0.1:"), (key, props[key])
     assert props["grpc_inference_address"] == props["grpc_management_address"] == "127.0.0.1"
-    assert props["disable_token_authorization"] == "false"
+    assert props["disable_token_authorization"] == "false" and props["enable_model_api"] == "false"
     template = (ROOT / "build" / "config.properties").read_text()
     assert "0.0.0.0" not in "".join(ln for ln in template.splitlines() if not ln.lstrip().startswith("#"))
 
@@ -97,7 +100,7 @@ def test_grpc_inference_and_management_need_the_token(served, token: str | None)
         assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED, exc.value.details()
     with grpc.insecure_channel(f"127.0.0.1:{ports.grpc_management}") as ch:
         stub = grpc_stubs.load("management_pb2_grpc").ManagementAPIsServiceStub(ch)
-        request = grpc_stubs.load("management_pb2").ListModelsRequest()
+        request = grpc_stubs.load("management_pb2").ListModelsRequest(limit=100)  # limit 0 lists none
         if token == "the-token":
             assert "tiny_resnet" in stub.ListModels(request, metadata=_bearer(management), timeout=30).msg
         else:

@@ -377,3 +377,26 @@ def test_without_a_resize_side_images_are_stretched_uncut() -> None:
     img = smooth(2, 300)
     spec = InputSpec(size=16, resize=None)
     assert torch.equal(resize_batch([img], spec)[0], F.resize(img[None], [16, 16], antialias=True)[0])
+
+
+def test_fast_mode_box_reduces_other_formats_to_what_the_model_needs() -> None:
+    """PNG has no reduced-size decode: fast mode box-reduces after decoding by the largest factor
+    that still covers the model's side (1500 // 224 = 6); exact mode and small images keep every
+    pixel (bit-identical)."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (1500, 2000, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "PNG")
+    fast = DecodeLimits(channels=3, max_pixels=10_000_000, max_decoded_pixels=8_000_000, min_side=224)
+    reduced = decode_image_bytes(buf.getvalue(), fast)
+    # Pillow keeps the partial last block: ceil(2000 / 6) = 334 columns
+    assert tuple(reduced.image.shape) == (3, 250, 334) and reduced.declared_pixels == 3_000_000
+    box = pixels[:, :1998].reshape(250, 6, 333, 6, 3).mean(axis=(1, 3))
+    got = reduced.image.permute(1, 2, 0).numpy().astype(float)[:, :333]
+    assert np.abs(got - box).max() <= 1
+    exact = DecodeLimits(3, 10_000_000, 8_000_000, None)
+    assert np.array_equal(decode_image_bytes(buf.getvalue(), exact).image.permute(1, 2, 0).numpy(), pixels)
+    small = io.BytesIO()
+    Image.fromarray(pixels[:400, :300]).save(small, "PNG")  # 300 // 224 = 1: nothing to reduce
+    got = decode_image_bytes(small.getvalue(), fast).image.permute(1, 2, 0).numpy()
+    assert np.array_equal(got, pixels[:400, :300])

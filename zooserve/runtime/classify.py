@@ -25,6 +25,7 @@ from zooserve.runtime.images import (
     image_bytes,
     limits_for,
     probe,
+    warmup_image,
 )
 from zooserve.runtime.options import int_option
 from zooserve.runtime.pipeline import Pipeline, Request
@@ -87,10 +88,7 @@ class ClassifyPipeline(Pipeline):
         return Item(decoded.image, topk, decoded.declared_pixels)
 
     def example_item(self) -> Item:
-        """A photo-sized image: larger than the model's input, so warm-up resizes as requests do."""
-        side = int((self.limits.min_side or self.spec.size) * 1.5)
-        image = torch.zeros(self.spec.channels, side, side * 4 // 3, dtype=torch.uint8)
-        return Item(image, self.topk, image[0].numel())
+        return Item(warmup_image(self.spec.channels, self.limits.min_side or self.spec.size), self.topk, 0)
 
     def _images(self, items: list[Item]) -> list[torch.Tensor]:
         """Every item's image on the model's device: pending JPEGs in one GPU decode, the rest
