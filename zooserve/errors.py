@@ -124,6 +124,10 @@ class ModelUnloading(Overloaded):
     """The model is being unregistered or scaled down: it takes no new requests."""
 
 
+class ModelLoading(Overloaded):
+    """The model is being registered: it takes requests once a worker is ready."""
+
+
 class DeadlineExceeded(ServiceError):
     """The request's deadline passed before its answer was ready (queue time included)."""
 
@@ -160,6 +164,7 @@ SERVICE_ERRORS: tuple[type[ServiceError], ...] = (
     ModelNotFound,
     Overloaded,
     ModelUnloading,
+    ModelLoading,
     DeadlineExceeded,
     InferenceFailed,
 )

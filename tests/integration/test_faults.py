@@ -64,6 +64,7 @@ class Faulty:
         headers = {
             "Authorization": f"Bearer {self.keys['inference']}",
             "Content-Type": "application/octet-stream",
+            "X-Request-Timeout-Ms": str(int(timeout * 750)),  # the server answers before we give up
         }
         post = (session or requests).post
         return post(f"{self.cfg.url()}/predictions/{model}", data=data, headers=headers, timeout=timeout)
@@ -190,9 +191,10 @@ def test_killed_worker_is_restarted_and_nothing_hangs(faulty: Faulty) -> None:
 def test_unregister_and_register_under_load(faulty: Faulty) -> None:
     """Unregistering under load drains the model first: the gateway stops admitting its calls
     (503 ModelUnloading, with Retry-After), waits until those in flight are answered, then
-    unregisters. No request hangs, the other model is undisturbed, and the model is served again
-    once registered. (TorchServe alone drops the requests in flight: they hang until the client
-    gives up.)"""
+    unregisters. Registering it again admits its calls only once a worker is ready (503
+    ModelLoading until then). No request hangs, the other model is undisturbed, and the model is
+    served again once registered. (TorchServe alone drops the requests in flight, and queues new
+    ones behind the worker's start: they hang until the client gives up.)"""
     img = _image(seed=1)
     spare, steady, timeout = "tiny_resnet_spare", "tiny_resnet", 8.0
     register = {"url": f"{spare}.mar", "initial_workers": 1, "synchronous": "true"}
@@ -223,7 +225,7 @@ def test_unregister_and_register_under_load(faulty: Faulty) -> None:
         "spare 200",
         "spare 503 ModelUnloading",  # while draining
         "spare 404 ModelNotFoundException",  # unregistered
-        "spare 404 ModelVersionNotFoundException",  # registered again, its version loading
+        "spare 503 ModelLoading",  # registered again, until its worker is ready
     }
     assert set(load.outcomes) <= allowed, load.outcomes
     assert load.outcomes["timeout"] == 0, "a request was dropped by the unregister"

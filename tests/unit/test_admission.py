@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zooserve.errors import ModelUnloading, Overloaded
+from zooserve.errors import ModelLoading, ModelUnloading, Overloaded
 from zooserve.serving import admission as adm
 from zooserve.serving.admission import Admission, Policy
 
@@ -149,6 +149,18 @@ def test_drain_of_an_idle_model_returns_at_once_and_closes_it() -> None:
     assert (
         isinstance(exc.value, Overloaded) and exc.value.status == 503 and exc.value.grpc_code == "UNAVAILABLE"
     )
+    a.reopen("m")
+    a.admit("m")
+    assert a.in_flight("m") == 1
+
+
+def test_a_model_being_registered_admits_nothing_until_reopened() -> None:
+    a = Admission(POLICY)
+    a.hold("m")
+    with pytest.raises(ModelLoading) as exc:
+        a.admit("m")
+    assert exc.value.status == 503 and exc.value.retry_after_s >= 1 and a.in_flight("m") == 0
+    a.admit("other")  # the others are open
     a.reopen("m")
     a.admit("m")
     assert a.in_flight("m") == 1

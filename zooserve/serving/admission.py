@@ -6,7 +6,8 @@ completions per second measured over the last few seconds; never below ``floor``
 batches, so an idle model admits a burst) nor above ``cap`` (TorchServe's own job queue, whose
 bare 503 must never be reached). Beyond the limit a request is refused at once with the time after
 which a retry is likely to be admitted (``Retry-After``). A model being unloaded admits nothing
-and tells its drainer when its last request is done.
+and tells its drainer when its last request is done; a model being registered admits nothing
+until a worker is ready (TorchServe would queue its requests behind the worker's start).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from zooserve.errors import ModelUnloading, Overloaded
+from zooserve.errors import ModelLoading, ModelUnloading, Overloaded
 
 RATE_WINDOW_S = 5.0  # completions counted over this window
 HEADROOM = 0.8  # admit what finishes within 80 % of the deadline: the rest is margin for batching
@@ -35,7 +36,7 @@ class _Model:
     policy: Policy
     in_flight: int = 0
     done: deque[float] = field(default_factory=deque)  # completion times in the rate window
-    draining: bool = False
+    closed: str = ""  # "unloading" or "loading": admits nothing
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -79,8 +80,10 @@ class Admission:
         ``time_left_s``: the call's own deadline; a call that would wait longer than it has left
         for the calls ahead of it is refused now rather than answered late."""
         m = self._model(model)
-        if m.draining:
+        if m.closed == "unloading":
             raise ModelUnloading(f"model {model!r} is being unloaded; it takes no new requests")
+        if m.closed == "loading":
+            raise ModelLoading(f"model {model!r} is being registered; retry once its worker is ready", 2)
         limit = self.limit(model)
         if m.in_flight >= limit:
             raise Overloaded(
@@ -121,12 +124,16 @@ class Admission:
         """Admit nothing more for ``model`` and wait until its requests are answered.
         True when it went idle within ``timeout``; it stays closed until ``reopen``."""
         m = self._model(model)
-        m.draining = True
+        m.closed = "unloading"
         try:
             await asyncio.wait_for(m.idle.wait(), timeout)
         except TimeoutError:
             return False
         return True
 
+    def hold(self, model: str) -> None:
+        """Admit nothing for ``model`` while it is being registered, until ``reopen``."""
+        self._model(model).closed = "loading"
+
     def reopen(self, model: str) -> None:
-        self._model(model).draining = False
+        self._model(model).closed = ""

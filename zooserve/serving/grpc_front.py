@@ -26,7 +26,7 @@ from zooserve._proto import inference_pb2, management_pb2
 from zooserve.errors import DeadlineExceeded, Overloaded, RequestError, ServiceError
 from zooserve.serving.calls import REQUEST_ID
 from zooserve.serving.dispatch import Dispatcher
-from zooserve.serving.rest_front import DRAIN_TIMEOUT_S, check_archive
+from zooserve.serving.rest_front import DRAIN_TIMEOUT_S, check_archive, registering
 from zooserve.serving.upstream import Backend
 
 INFERENCE = "org.pytorch.serve.grpc.inference.InferenceAPIsService"
@@ -165,11 +165,16 @@ def management_handler(backend: Backend, dispatcher: Dispatcher, model_store: Pa
         return handle
 
     async def register(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        asked = management_pb2.RegisterModelRequest.FromString(request)
         try:
-            check_archive(management_pb2.RegisterModelRequest.FromString(request).url, model_store)
+            check_archive(asked.url, model_store)
         except RequestError as e:
             await _abort(context, e)
-        return await through("RegisterModel")(request, context)
+        forward = through("RegisterModel")(request, context)
+        if not backend.keys.allows(dict(_metadata(context)).get("authorization"), "management"):
+            return await forward  # TorchServe refuses it
+        model = asked.model_name or asked.url.removesuffix(".mar")
+        return await registering(backend, dispatcher, model, forward, lambda _: True)  # errors raise
 
     def draining(name: str, model_of: Callable[[bytes], str | None]) -> Unary:
         forward = through(name)

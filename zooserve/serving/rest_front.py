@@ -7,16 +7,21 @@ one JSON error shape. ``/ping`` is Healthy only when TorchServe is and every mod
 (warmed-up) worker. Everything else is passed through unchanged, TorchServe's own errors included.
 
 Management: registration only of an archive in the model store (a plain ``NAME.mar``: never a
-directory or a URL, which TorchServe would load code from), and unregistering or scaling a model
-down drains it first (no new calls, the ones in flight answered) so no request is dropped.
+directory or a URL, which TorchServe would load code from), and the model admits calls only once a
+worker is ready; unregistering or scaling a model down drains it first (no new calls, the ones in
+flight answered) so no request is dropped.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -42,6 +47,8 @@ HOP_BY_HOP = {
     "proxy-authenticate",
 }
 DRAIN_TIMEOUT_S = 60.0
+REGISTER_TIMEOUT_S = 600.0  # a registered model with no ready worker by then is admitted anyway
+_BACKGROUND: set[asyncio.Task] = set()  # tasks kept referenced until they finish
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -162,14 +169,11 @@ async def not_ready(backend: Backend) -> list[str]:
     timeout = aiohttp.ClientTimeout(total=10)
     async with backend.http.get(f"{mgmt}/models?limit=1000", headers=auth, timeout=timeout) as r:
         names = [m["modelName"] for m in (await r.json(content_type=None)).get("models", [])]
-    pending = []
-    for name in names:
-        async with backend.http.get(f"{mgmt}/models/{name}", headers=auth, timeout=timeout) as r:
-            described = await r.json(content_type=None) if r.status == 200 else []
-        workers = [w for d in described for w in d.get("workers", [])]
-        if not any(w.get("status") == "READY" for w in workers):
-            pending.append(name)
-    return pending
+    return [name for name in names if not _ready(await _workers(backend, name))]
+
+
+def _ready(workers: list[dict]) -> bool:
+    return any(w.get("status") == "READY" for w in workers)
 
 
 def management_app(backend: Backend, dispatcher: Dispatcher, model_store: Path) -> web.Application:
@@ -183,11 +187,15 @@ def management_app(backend: Backend, dispatcher: Dispatcher, model_store: Path) 
         return web.Response(status=status, body=body, headers=headers)
 
     async def register(request: web.Request) -> web.StreamResponse:
+        url = request.query.get("url", "")
         try:
-            check_archive(request.query.get("url", ""), model_store)
+            check_archive(url, model_store)
         except RequestError as e:
             return error_response(e)
-        return await forward(request)
+        if not backend.keys.allows(request.headers.get("Authorization"), "management"):
+            return await forward(request)  # TorchServe refuses it
+        model = request.query.get("model_name") or url.removesuffix(".mar")
+        return await registering(backend, dispatcher, model, forward(request), lambda r: r.status == 200)
 
     async def unregister(request: web.Request) -> web.StreamResponse:
         model = request.match_info["model"]
@@ -200,7 +208,7 @@ def management_app(backend: Backend, dispatcher: Dispatcher, model_store: Path) 
         if not backend.keys.allows(request.headers.get("Authorization"), "management"):
             return await forward(request)
         wanted = request.query.get("min_worker")
-        if wanted is None or not wanted.isdigit() or int(wanted) >= await _workers(backend, model):
+        if wanted is None or not wanted.isdigit() or int(wanted) >= len(await _workers(backend, model)):
             return await forward(request)  # not a scale-down (set-default, scale up): nothing to drain
         return await drained(dispatcher, model, forward(request))
 
@@ -214,12 +222,51 @@ def management_app(backend: Backend, dispatcher: Dispatcher, model_store: Path) 
     return app
 
 
-async def _workers(backend: Backend, model: str) -> int:
+async def _workers(backend: Backend, model: str) -> list[dict]:
+    """The model's workers as TorchServe describes them (every version's)."""
     url = f"{backend.addresses.url('management')}/models/{model}"
     timeout = aiohttp.ClientTimeout(total=10)
     async with backend.http.get(url, headers=backend.keys.header("management"), timeout=timeout) as r:
         described = await r.json(content_type=None) if r.status == 200 else []
-    return sum(len(d.get("workers", [])) for d in described)
+    return [w for d in described if isinstance(d, dict) for w in d.get("workers", [])]
+
+
+async def registering(
+    backend: Backend,
+    dispatcher: Dispatcher,
+    model: str,
+    action: Awaitable[Any],
+    succeeded: Callable[[Any], bool],
+) -> Any:
+    """Register with ``action`` while ``model`` admits nothing (503 ModelLoading): TorchServe would
+    queue its calls behind the worker's start. Calls are admitted again once a worker is READY
+    (registration may return before that: ``synchronous=false``)."""
+    dispatcher.admission.hold(model)
+    try:
+        result = await action
+    except BaseException:
+        dispatcher.admission.reopen(model)
+        raise
+    if not succeeded(result):
+        dispatcher.admission.reopen(model)
+        return result
+    task = asyncio.create_task(_reopen_when_ready(backend, dispatcher, model))
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+    return result
+
+
+async def _reopen_when_ready(backend: Backend, dispatcher: Dispatcher, model: str) -> None:
+    deadline = time.monotonic() + REGISTER_TIMEOUT_S
+    try:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
+                if _ready(await _workers(backend, model)):
+                    return
+            await asyncio.sleep(0.2)
+        log.warning("%s has no ready worker %.0f s after its registration", model, REGISTER_TIMEOUT_S)
+    finally:
+        dispatcher.admission.reopen(model)
 
 
 def check_archive(url: str, model_store: Path) -> None:
