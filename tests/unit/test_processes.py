@@ -42,14 +42,7 @@ def _wait_for_children(pgid: int, n: int, timeout: float = 5.0) -> list[int]:
     """The pids of group ``pgid`` once it has at least ``n`` live members."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        members = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                members.append(int(stat.parent.name))
+        members = processes.group_members(pgid)
         if len(members) >= n:
             return members
         time.sleep(0.02)

@@ -51,23 +51,24 @@ def terminate_group(pid: int, timeout: float) -> None:
         os.killpg(pgid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _group_alive(pgid):
+        if not group_members(pgid):
             return
         time.sleep(0.2)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
 
 
-def _group_alive(pgid: int) -> bool:
-    """Any non-zombie process left in the group (zombies wait for a parent that may be us)."""
+def group_members(pgid: int) -> list[int]:
+    """The live (non-zombie) processes of group ``pgid`` (zombies wait for a parent that may be us)."""
+    members = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+            members.append(int(stat.parent.name))
+    return members
 
 
 def free_ports(n: int) -> list[int]:

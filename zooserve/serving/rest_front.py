@@ -146,12 +146,7 @@ def inference_app(backend: Backend, dispatcher: Dispatcher, max_body: int) -> we
             return web.json_response({"status": "Unhealthy", "models_not_ready": pending}, status=503)
         return web.Response(status=status, body=body, headers=headers)
 
-    async def proxy(request: web.Request) -> web.StreamResponse:
-        try:
-            status, body, headers = await _pass_through(request, backend, base, timeout=300)
-        except aiohttp.ClientError as e:
-            return error_response(Overloaded(f"TorchServe is not reachable: {type(e).__name__}"))
-        return web.Response(status=status, body=body, headers=headers)
+    proxy = _forwarder(backend, base, timeout=300)
 
     app = web.Application(client_max_size=max_body)
     app.router.add_route("POST", "/predictions/{model}", predict)
@@ -160,6 +155,19 @@ def inference_app(backend: Backend, dispatcher: Dispatcher, max_body: int) -> we
     app.router.add_route("GET", "/ping", ping)
     app.router.add_route("*", "/{tail:.*}", proxy)
     return app
+
+
+def _forwarder(backend: Backend, base: str, timeout: float) -> Handler:
+    """A handler passing its request to TorchServe at ``base`` and its answer back unchanged."""
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        try:
+            status, body, headers = await _pass_through(request, backend, base, timeout=timeout)
+        except aiohttp.ClientError as e:
+            return error_response(Overloaded(f"TorchServe is not reachable: {type(e).__name__}"))
+        return web.Response(status=status, body=body, headers=headers)
+
+    return forward
 
 
 async def not_ready(backend: Backend) -> list[str]:
@@ -177,14 +185,7 @@ def _ready(workers: list[dict]) -> bool:
 
 
 def management_app(backend: Backend, dispatcher: Dispatcher, model_store: Path) -> web.Application:
-    base = backend.addresses.url("management")
-
-    async def forward(request: web.Request) -> web.StreamResponse:
-        try:
-            status, body, headers = await _pass_through(request, backend, base, timeout=900)
-        except aiohttp.ClientError as e:
-            return error_response(Overloaded(f"TorchServe is not reachable: {type(e).__name__}"))
-        return web.Response(status=status, body=body, headers=headers)
+    forward = _forwarder(backend, backend.addresses.url("management"), timeout=900)
 
     async def register(request: web.Request) -> web.StreamResponse:
         url = request.query.get("url", "")
