@@ -124,7 +124,7 @@ def test_terminate_group_reaches_every_member_of_the_group(spawn) -> None:
     assert proc.pid in members
     terminate_group(proc.pid, timeout=5)
     assert proc.wait(timeout=5) != 0
-    assert not processes._group_alive(proc.pid)
+    assert not processes.group_members(proc.pid)
     for pid in members:
         assert start_ticks(pid) is None or _is_zombie(pid)
 
@@ -150,7 +150,7 @@ def test_terminate_group_of_a_finished_process_is_a_no_op(spawn) -> None:
 def _group_gone(pgid: int, timeout: float = 3.0) -> bool:
     """SIGKILL is delivered asynchronously: give the members a moment to die."""
     deadline = time.monotonic() + timeout
-    while processes._group_alive(pgid):
+    while processes.group_members(pgid):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.02)
