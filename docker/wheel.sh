@@ -10,7 +10,7 @@ pip wheel --no-deps . -w "$DIST"      # hatchling, fetched by pip into an isolat
 pip install --no-deps --no-compile "$DIST"/zooserve-*.whl
 SITE="$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 if [ ! -e "$SITE/zooserve/_proto/__init__.py" ]; then
-    python -m zooserve.grpc_stubs
+    (cd / && python -m zooserve.grpc_stubs)   # the installed package, not the source tree
 fi
 cp -r "$SITE/zooserve/_proto" "$DIST/_proto"
 # TRANSITIONAL (until the wheel ships its handler and config template, issue 14): the package
