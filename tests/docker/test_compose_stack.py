@@ -231,11 +231,12 @@ def test_rest_and_grpc_predictions_through_published_ports(stack: Stack):
         grpc = client.predict("resnet18", _photo_jpeg(), grpc=True)
         assert grpc["model"] == "resnet18" and len(grpc["predictions"]) == 5
         assert grpc["predictions"] == sorted(grpc["predictions"], key=lambda p: -p["probability"])
-        # no token, no answer: token authorization is on in the container too
+        # no token, no answer: token authorization is on in the container too (TorchServe 0.12
+        # answers a missing token with 400, InvalidKeyException; tests/integration/test_security.py)
         anonymous = requests.post(
             f"http://127.0.0.1:{stack.ports['HTTP']}/predictions/lenet5", data=_digit_png(), timeout=30
         )
-        assert anonymous.status_code in (401, 403)
+        assert anonymous.status_code in (400, 401, 403) and "predictions" not in anonymous.text
     finally:
         client.close()
 
