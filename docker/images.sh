@@ -50,7 +50,7 @@ build() {  # build TAG DOCKERFILE ARGS...
     t0=$(date +%s)
     echo "images: building $tag ($file, base $base)"
     set +e
-    docker build -f "$file" -t "$tag" "$@" . >>"$log" 2>&1
+    docker build --force-rm -f "$file" -t "$tag" "$@" . >>"$log" 2>&1   # no container left by a failed step
     rc=$?
     set -e
     if [ "$rc" != 0 ]; then
