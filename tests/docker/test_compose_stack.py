@@ -264,19 +264,6 @@ def test_prometheus_scrapes_both_ports_and_sees_the_requests(stack: Stack):
         time.sleep(2)
 
 
-def test_dashboard_queries_run_on_the_live_prometheus(stack: Stack):
-    """Every Grafana panel query evaluates on the stack's Prometheus; the traffic panels have data."""
-    dash = json.loads(DASHBOARD.read_text())
-    panels = [p for top in dash["panels"] for p in (top, *top.get("panels", []))]
-    exprs = [t["expr"] for p in panels for t in p.get("targets", []) if t.get("expr")]
-    assert exprs
-    with_data = 0
-    for expr in exprs:
-        q = expr.replace("$__rate_interval", "1m").replace("$model", ".*").replace("$stage", ".*")
-        with_data += bool(stack.prom(q))
-    assert with_data >= len(exprs) // 2, f"only {with_data} of {len(exprs)} dashboard queries return data"
-
-
 def test_locust_headless_run_has_no_failures(stack: Stack, timings):
     t0 = time.monotonic()
     r = stack.compose("--profile", "load", "run", "--rm", "-T", "locust", timeout=300, check=False)
@@ -288,3 +275,30 @@ def test_locust_headless_run_has_no_failures(stack: Stack, timings):
         f"{requests_} requests, {failures} failures, {time.monotonic() - t0:.0f} s"
     )
     assert r.returncode == 0 and failures == 0 and requests_ > 0, out[-4000:]
+
+
+def test_dashboard_queries_run_on_the_live_prometheus(stack: Stack):
+    """Every Grafana panel query evaluates on the stack's Prometheus, and the traffic panels have
+    data (after the Locust run above: rates need two scrapes with traffic in their window)."""
+    dash = json.loads(DASHBOARD.read_text())
+    panels = [p for top in dash["panels"] for p in (top, *top.get("panels", []))]
+    exprs = [t["expr"] for p in panels for t in p.get("targets", []) if t.get("expr")]
+    assert exprs
+    empty = []
+    for expr in exprs:
+        q = expr.replace("$__rate_interval", "1m").replace("$model", ".*").replace("$stage", ".*")
+        if not stack.prom(q):  # prom() asserts that the query evaluates
+            empty.append(expr)
+    # request rates, stage latencies, batch sizes, TorchServe's counts and `up` must have data;
+    # error panels (no errors here), host samples (once a minute) and GPU panels may be empty
+    served = (
+        "zooserve_requests_total",
+        "zooserve_stage_seconds",
+        "zooserve_batch_size",
+        "ts_inference_requests",
+        "up{",
+    )
+    traffic = [e for e in exprs if "outcome!=" not in e and any(m in e for m in served)]
+    assert traffic and not set(traffic) & set(empty), (
+        f"traffic panels without data: {set(traffic) & set(empty)}"
+    )
