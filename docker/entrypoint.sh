@@ -1,21 +1,24 @@
 #!/bin/sh
 # zooserve container entrypoint (docker/Dockerfile, docker/Dockerfile.gpu).
 #
-#   entrypoint.sh [serve]     build the default models into $ZOOSERVE_MODEL_STORE when it holds no
-#                             archive, then run TorchServe in the foreground (zooserve serve)
+#   entrypoint.sh [serve]     serve $ZOOSERVE_MODELS from $ZOOSERVE_MODEL_STORE with TorchServe in the
+#                             foreground (zooserve serve). The CPU image has its default models built
+#                             in; a model whose archive is missing (another ZOOSERVE_MODELS, or an
+#                             empty store mounted over it) is built first
 #   entrypoint.sh kserve      KServe predictor: TorchServe with the storage-initializer layout
 #                             (/mnt/models/config/config.properties + /mnt/models/model-store) and
 #                             the handler-metrics exporter on :8083
-#   entrypoint.sh healthcheck exit 0 when /ping answers Healthy and the v2 front-end is ready
-#                             (sends the inference token)
-#   entrypoint.sh CMD ...     run CMD (zooserve, locust, python, sh, ...)
+#   entrypoint.sh healthcheck exit 0 when /ping answers Healthy (sends the inference token)
+#   entrypoint.sh CMD ...     run CMD (zooserve, python, sh, ...)
 #
 # Environment (defaults in the Dockerfile):
-#   ZOOSERVE_MODELS       models to build and serve           (lenet5 resnet18)
-#   ZOOSERVE_FORMAT       export format for the first build   (empty: the CLI's default)
-#   ZOOSERVE_MODEL_STORE  archive volume                      (/home/model-server/model-store)
-#   ZOOSERVE_RUN_DIR      run dir: key_file.json, logs, pid   (/home/model-server/run)
-#   ZOOSERVE_REBUILD=1    rebuild the models even when archives exist
+#   ZOOSERVE_MODELS       models to serve (and build when missing)   (lenet5 resnet18)
+#   ZOOSERVE_FORMAT       export format for a build at start: aoti, torchscript or tensorrt.
+#                         Empty: aoti where a C++ compiler is present (build stage, GPU image),
+#                         else torchscript (the CPU image holds no compiler)
+#   ZOOSERVE_MODEL_STORE  archives                                    (/home/model-server/model-store)
+#   ZOOSERVE_RUN_DIR      run dir: key_file.json, logs, pid          (/home/model-server/run)
+#   ZOOSERVE_REBUILD=1    rebuild every model even when its archive exists
 set -eu
 
 MODEL_STORE="${ZOOSERVE_MODEL_STORE:-/home/model-server/model-store}"
@@ -26,15 +29,25 @@ KSERVE_ROOT="${KSERVE_MODEL_ROOT:-/mnt/models}"
 
 log() { echo "entrypoint: $*" >&2; }
 
-build_if_empty() {
+build_missing() {
     mkdir -p "$MODEL_STORE"
-    if [ "${ZOOSERVE_REBUILD:-0}" != "1" ] && ls "$MODEL_STORE"/*.mar >/dev/null 2>&1; then
-        log "model store $MODEL_STORE already holds archives; not rebuilding (ZOOSERVE_REBUILD=1 to force)"
+    missing=""
+    for m in $MODELS; do
+        if [ "${ZOOSERVE_REBUILD:-0}" = "1" ] || [ ! -f "$MODEL_STORE/$m.mar" ]; then
+            missing="$missing $m"
+        fi
+    done
+    if [ -z "$missing" ]; then
+        log "serving archives from $MODEL_STORE: $MODELS"
         return
     fi
-    log "building $MODELS into $MODEL_STORE${FORMAT:+ (format $FORMAT)}"
-    # shellcheck disable=SC2086  # MODELS is a word list on purpose
-    zooserve build $MODELS ${FORMAT:+--format "$FORMAT"} --out "$MODEL_STORE"
+    format="$FORMAT"
+    if [ -z "$format" ]; then
+        if command -v c++ >/dev/null 2>&1; then format=aoti; else format=torchscript; fi
+    fi
+    log "building$missing into $MODEL_STORE (format $format)"
+    # shellcheck disable=SC2086  # a word list on purpose
+    zooserve build $missing --format "$format" --out "$MODEL_STORE"
 }
 
 healthcheck() {
@@ -65,7 +78,7 @@ case "${1:-serve}" in
     serve)
         [ "$#" -gt 0 ] && shift
         mkdir -p "$RUN_DIR"
-        build_if_empty
+        build_missing
         # shellcheck disable=SC2086
         exec zooserve serve $MODELS --foreground --bind 0.0.0.0 \
             --model-store "$MODEL_STORE" --run-dir "$RUN_DIR" "$@"

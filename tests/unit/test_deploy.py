@@ -171,6 +171,8 @@ def test_compose_references_exist(compose_file):
 def test_dockerfile_sources_exist_and_image_is_non_root(dockerfile):
     text = (ROOT / dockerfile).read_text()
     for line in re.findall(r"^COPY\s+(.+)$", text, flags=re.M):
+        if "--from=" in line:
+            continue  # from an earlier build stage, not from the context
         parts = [p for p in line.split() if not p.startswith("--")]
         for src in parts[:-1]:
             path = ROOT / src
