@@ -9,7 +9,9 @@
 # ZOOSERVE_TORCH_INDEX_URL   index with CPU-only torch wheels (PyTorch's /whl/cpu), when reachable
 # ZOOSERVE_MODELS            models built into the serving image (lenet5 resnet18)
 # Layers are cached by the engine: a rebuild after a source change redoes only the wheel, the
-# models and the small layers after them.
+# models and the small layers after them. The CPU image's `deps` stage (torch, TorchServe, ~8 min
+# cold) is tagged zooserve-deps:cpu, so `docker image prune` keeps it; this script prunes only the
+# zooserve images its rebuilds left untagged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,8 +64,9 @@ build() {  # build TAG DOCKERFILE ARGS...
 }
 for t in "${targets[@]}"; do
     case "$t" in
-        cpu) build zooserve:cpu docker/Dockerfile --build-arg BASE_IMAGE="$base" \
-                 --build-arg TORCH_INDEX_URL="${ZOOSERVE_TORCH_INDEX_URL:-}" \
+        cpu) cpu_args=(--build-arg BASE_IMAGE="$base" --build-arg TORCH_INDEX_URL="${ZOOSERVE_TORCH_INDEX_URL:-}")
+             build zooserve-deps:cpu docker/Dockerfile --target deps "${cpu_args[@]}"
+             build zooserve:cpu docker/Dockerfile "${cpu_args[@]}" \
                  --build-arg MODELS="${ZOOSERVE_MODELS:-lenet5 resnet18}" ;;
         prometheus) build zooserve-prometheus:latest docker/Dockerfile.prometheus --build-arg DEBIAN_IMAGE="$debian" ;;
         locust) build zooserve-locust:latest docker/Dockerfile.locust --build-arg BASE_IMAGE="$base" ;;
@@ -71,3 +74,5 @@ for t in "${targets[@]}"; do
         *) echo "unknown image $t (cpu, prometheus, locust, gpu)" >&2; exit 2 ;;
     esac
 done
+# what the rebuilds above replaced (dangling, zooserve's label only): never another project's images
+docker image prune -f --filter "label=org.opencontainers.image.vendor=zooserve" >/dev/null

@@ -5,9 +5,10 @@ nvidia-* wheels and triton (~0.9 GB). On a machine without a GPU, torch never ca
 its libraries still *link* against some (libtorch_cuda.so needs libcublas, libcudnn, ...), so the
 libraries the dynamic loader demands must stay. This keeps exactly the DT_NEEDED closure of every
 shared object outside nvidia/ (torch, torchvision, ...) and deletes the rest: cuDNN's engine
-libraries, cuSOLVER (only torch's lazily loaded CUDA linear algebra needs it), static archives, headers, and triton (a GPU kernel compiler; AOTInductor
-packages compiled for CPU load without it). Where PyTorch's CPU wheel index is reachable, the
-Dockerfile installs the real CPU build instead and this finds nothing to remove.
+libraries, cuSOLVER (only torch's lazily loaded CUDA linear algebra needs it), static archives,
+headers, and triton (a GPU kernel compiler; AOTInductor packages compiled for CPU load without
+it). Where PyTorch's CPU wheel index is reachable, the Dockerfile installs the real CPU build
+instead and this finds nothing to remove.
 
     python prune_torch.py SITE_PACKAGES      prints what it removed and the bytes freed
 """

@@ -6,7 +6,8 @@ packages). Without those tools the test skips with the reason; under CI (CI=true
 instead, since .ci/run installs them. Where the tools are there but no engine can start (not
 root, no cgroups, ...) it skips, under CI too. The engine is started here when none runs
 (docker/dockerd.sh) and stopped again afterwards; every container, network and volume of the
-test's compose project is removed even when a test fails. Images stay (they are the build cache for the next run).
+test's compose project is removed even when a test fails. Images stay (they are the build cache
+for the next run).
 
 The stack uses free loopback ports and a project name of its own, so it can run beside a
 developer's `docker compose up` or another TorchServe on the default ports.
