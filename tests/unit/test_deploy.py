@@ -134,12 +134,51 @@ def test_compose_services_and_loopback_ports():
         for port in svc.get("ports", []):
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
     published = {int(str(p).split(":")[2]) for p in services["torchserve"]["ports"]}
-    assert published == {8080, 8081, 8082, 8083, 7070, 7071, 8000, 8001, 8002}
-    # the token key file is shared read-only with locust, from the run volume TorchServe writes
-    assert "run:/home/model-server/run:ro" in services["locust"]["volumes"]
+    # the gateway's REST/management/gRPC/v2/metrics ports, TorchServe's metrics, handler metrics
+    assert published == {8080, 8081, 7070, 7071, 8000, 8001, 8002, 8082, 8083}
     assert services["locust"]["depends_on"]["torchserve"]["condition"] == "service_healthy"
     assert services["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
     assert "healthcheck" in services["torchserve"] and "healthcheck" in services["prometheus"]
+
+
+def _mounts(svc: dict) -> dict[str, tuple[str, str]]:
+    """target -> (source, mode) of a service's short-syntax volumes."""
+    out = {}
+    for vol in svc.get("volumes", []):
+        source, target, *mode = str(vol).split(":")
+        out[target] = (source, mode[0] if mode else "rw")
+    return out
+
+
+def test_locust_gets_the_inference_key_only():
+    """key_file.json holds the inference, management and API keys: Locust mounts only the volume
+    the serving entrypoint publishes the inference key to (docker/keys.py), read-only."""
+    services = _compose_services()
+    serving, locust = _mounts(services["torchserve"]), _mounts(services["locust"])
+    run_volume = serving["/home/model-server/run"][0]
+    key_volume = serving["/home/model-server/keys"][0]
+    assert run_volume != key_volume
+    assert all(source != run_volume for source, _ in locust.values()), "locust mounts the run volume"
+    assert locust["/home/model-server/keys"] == (key_volume, "ro")
+    key_file = services["locust"]["environment"]["ZOOSERVE_KEY_FILE"]
+    assert key_file == "/home/model-server/keys/inference_key.json"
+    for name in ("Dockerfile", "Dockerfile.gpu"):
+        text = (ROOT / "docker" / name).read_text()
+        assert f"ZOOSERVE_INFERENCE_KEY_FILE={key_file}" in text, name
+    assert (
+        "ZOOSERVE_KEY_FILE=/home/model-server/keys/inference_key.json"
+        in (ROOT / "docker" / "Dockerfile.locust").read_text()
+    )
+    assert "keys publish" in (ROOT / "docker" / "entrypoint.sh").read_text()
+
+
+def test_compose_healthcheck_is_model_readiness():
+    services = _compose_services()
+    assert services["torchserve"]["healthcheck"]["test"] == ["CMD", "zooserve-entrypoint", "healthcheck"]
+    entrypoint = (ROOT / "docker" / "entrypoint.sh").read_text()
+    assert "zooserve-ready" in entrypoint and "--models" in entrypoint
+    ready = (ROOT / "docker" / "ready.py").read_text()
+    assert "/v2/models/{model}/ready" in ready and "/ping" in ready
 
 
 def test_gpu_override_reserves_an_nvidia_device():
@@ -166,8 +205,33 @@ def test_compose_references_exist(compose_file):
                 assert (ROOT / source).exists(), f"{name}: mounted {source} missing"
 
 
+def _docker_script(name: str):
+    """A standard-library script of docker/ (run in the images), imported as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"docker_{name}", ROOT / "docker" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 # ---- Dockerfiles --------------------------------------------------------------------------------
-@pytest.mark.parametrize("dockerfile", ["docker/Dockerfile", "docker/Dockerfile.gpu"])
+DOCKERFILES = ["docker/Dockerfile", "docker/Dockerfile.gpu", "docker/Dockerfile.locust"]
+
+
+def _stages(text: str) -> dict[str, str]:
+    """A Dockerfile's stages by name (the last one also as "final")."""
+    parts = re.split(r"^FROM\s+", text, flags=re.M)[1:]
+    stages = {}
+    for part in parts:
+        header, _, body = part.partition("\n")
+        m = re.search(r"\bAS\s+(\S+)", header, flags=re.I)
+        stages[m.group(1) if m else header.split()[0]] = body
+    stages["final"] = body
+    return stages
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
 def test_dockerfile_sources_exist_and_image_is_non_root(dockerfile):
     text = (ROOT / dockerfile).read_text()
     for line in re.findall(r"^COPY\s+(.+)$", text, flags=re.M):
@@ -181,9 +245,67 @@ def test_dockerfile_sources_exist_and_image_is_non_root(dockerfile):
                 assert any(p.is_file() for p in path.rglob("*")), f"{dockerfile}: COPY source {src} is empty"
     users = re.findall(r"^USER\s+(\S+)", text, flags=re.M)
     assert users and users[-1] == "model-server"
-    assert "HEALTHCHECK" in text and "healthcheck" in text
-    assert "openjdk-17-jre-headless" in text
-    assert re.search(r'ENTRYPOINT \["tini", "--", "zooserve-entrypoint"\]', text)
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_build_context_holds_what_the_dockerfiles_copy(dockerfile):
+    """.dockerignore lets through every context path a Dockerfile copies (a pattern list of
+    `**` then `!path` exceptions)."""
+    allowed = [
+        line[1:].rstrip("/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    ]
+    for line in re.findall(r"^COPY\s+(.+)$", (ROOT / dockerfile).read_text(), flags=re.M):
+        if "--from=" in line:
+            continue
+        for src in [p for p in line.split() if not p.startswith("--")][:-1]:
+            src = src.rstrip("/")
+            assert any(src == a or src.startswith(a + "/") for a in allowed), f"{src} is ignored"
+
+
+@pytest.mark.parametrize("dockerfile", ["docker/Dockerfile", "docker/Dockerfile.gpu"])
+def test_serving_image_runs_the_gateway_from_the_wheel(dockerfile):
+    text = (ROOT / dockerfile).read_text()
+    final = _stages(text)["final"]
+    assert "HEALTHCHECK" in final and '"healthcheck"' in final
+    assert "openjdk-17-jre-headless" in final
+    assert re.search(r'ENTRYPOINT \["tini", "--", "zooserve-entrypoint"\]', final)
+    exposed = {int(p) for line in re.findall(r"^EXPOSE\s+(.+)$", final, flags=re.M) for p in line.split()}
+    assert exposed == {8080, 8081, 7070, 7071, 8000, 8001, 8002, 8082, 8083}
+    # no toolchain in the image: the compiler and protoc stay in the build stage
+    assert not re.search(r"\b(g\+\+|gcc|build-essential|grpcio-tools)\b", final)
+    assert "pip install --no-deps --no-compile /tmp/dist/zooserve-*.whl" in final
+    # the wheel stands alone: no stub generation, no handler/config copies beside the package
+    assert "zooserve.grpc_stubs" not in text and "wheel.sh" not in text
+    assert not re.search(r"COPY\s+(handlers|build)/", text)
+    assert "NVIDIA_VISIBLE_DEVICES" not in text.replace("no NVIDIA_VISIBLE_DEVICES", "")
+
+
+def test_wheel_is_built_with_its_hook_tools():
+    for dockerfile in DOCKERFILES:
+        build = _stages((ROOT / dockerfile).read_text())["build"]
+        assert "pip wheel --no-deps --no-build-isolation ." in build
+        assert "grpcio-tools googleapis-common-protos" in build and "hatchling==" in build
+        assert "COPY proto/ proto/" in build and "hatch_build.py" in build
+
+
+def test_image_dependencies_are_the_wheel_dependencies():
+    """docker/wheel_requirements.py installs pyproject's dependencies (less grpcio-tools: the wheel
+    carries its stubs), each pinned by requirements.txt, so images run the tested versions."""
+    mod = _docker_script("wheel_requirements")
+    reqs = mod.requirements(ROOT / "pyproject.toml", {"grpcio-tools"})
+    names = {mod._name(r) for r in reqs}
+    assert {"torch", "torchserve", "aiohttp", "grpcio", "matplotlib"} <= names
+    assert "grpcio-tools" not in names
+    pinned = {
+        mod._name(line.split("==")[0])
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    }
+    assert names <= pinned, f"not pinned in requirements.txt: {names - pinned}"
+    with pytest.raises(SystemExit):
+        mod.requirements(ROOT / "pyproject.toml", {"not-a-dependency"})
 
 
 def test_requirements_pins_reach_the_images():
@@ -199,15 +321,162 @@ def test_entrypoint_is_valid_sh():
     r = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     text = script.read_text()
-    assert "--foreground --bind 0.0.0.0" in text
-    assert '"inference"]["key"]' in text  # /ping needs TorchServe's inference token
+    assert "zooserve serve $MODELS --foreground --bind 0.0.0.0" in text
+
+
+# ---- the containers' token and readiness helpers (docker/keys.py, docker/ready.py) ---------------
+def _key_file(path: Path, inference: str, management: str = "m-key", api: str = "a-key") -> None:
+    """TorchServe 0.12's key_file.json layout."""
+    path.write_text(
+        json.dumps(
+            {
+                "management": {"key": management, "expiration time": "2026-12-01T00:00:00Z"},
+                "inference": {"key": inference, "expiration time": "2026-12-01T00:00:00Z"},
+                "API": {"key": api},
+            }
+        )
+    )
+
+
+def test_published_key_file_holds_the_inference_key_only(tmp_path):
+    keys = _docker_script("keys")
+    src, out = tmp_path / "run" / "key_file.json", tmp_path / "keys" / "inference_key.json"
+    src.parent.mkdir()
+    assert keys.publish_once(src, out, None) is None and not out.exists()
+    _key_file(src, "i-1")
+    last = keys.publish_once(src, out, None)
+    published = json.loads(out.read_text())
+    assert published == {"inference": {"key": "i-1", "expiration time": "2026-12-01T00:00:00Z"}}
+    assert "m-key" not in out.read_text() and "a-key" not in out.read_text()
+    assert out.stat().st_mode & 0o077 == 0
+    _key_file(src, "i-2")  # renewed: rewritten
+    last = keys.publish_once(src, out, last)
+    assert json.loads(out.read_text())["inference"]["key"] == "i-2"
+    src.write_text('{"inference": {"ke')  # TorchServe half-way through writing: keep the last one
+    last = keys.publish_once(src, out, last)
+    assert json.loads(out.read_text())["inference"]["key"] == "i-2"
+    src.unlink()  # server stopped: its token is void
+    assert keys.publish_once(src, out, last) is None and not out.exists()
+    assert [p.name for p in out.parent.iterdir()] == []  # no temporary files left
+
+
+class _FakeServer:
+    """A loopback HTTP server answering GET paths from a dict: path -> (status, JSON body); records
+    the Authorization header of each request."""
+
+    def __init__(self, routes: dict[str, tuple[int, object]]) -> None:
+        import http.server
+        import threading
+
+        seen = self.seen = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                seen.append((self.path, self.headers.get("Authorization")))
+                status, body = routes.get(self.path, (404, {"code": 404}))
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def fake_server():
+    servers = []
+
+    def start(routes):
+        servers.append(_FakeServer(routes))
+        return servers[-1]
+
+    yield start
+    for srv in servers:
+        srv.close()
+
+
+def test_readiness_through_the_gateway_sends_the_token_and_checks_each_model(tmp_path, fake_server):
+    ready = _docker_script("ready")
+    key_file, published = tmp_path / "key_file.json", tmp_path / "inference_key.json"
+    _key_file(key_file, "i-1")
+    published.write_text(json.dumps({"inference": {"key": "i-1"}}))
+    routes = {
+        "/ping": (200, {"status": "Healthy"}),
+        "/v2/models/lenet5/ready": (200, {"name": "lenet5", "ready": True}),
+        "/v2/models/resnet18/ready": (503, {"name": "resnet18", "ready": False}),
+    }
+    srv = fake_server(routes)
+    base = ["gateway", "--key-file", str(key_file), "--url", srv.url, "--v2-url", srv.url]
+    assert ready.main([*base, "--models", "lenet5", "--published", str(published)]) == 0
+    assert {auth for _, auth in srv.seen} == {"Bearer i-1"}  # the inference token, on /ping too
+    assert ready.main([*base, "--models", "lenet5 resnet18"]) == 1  # one model still warming up
+    routes["/ping"] = (500, {"status": "Partial Healthy"})
+    assert ready.main([*base, "--models", "lenet5"]) == 1
+    routes["/ping"] = (200, {"status": "Healthy"})
+    published.write_text(json.dumps({"inference": {"key": "i-0"}}))  # not yet republished
+    assert ready.main([*base, "--models", "lenet5", "--published", str(published)]) == 1
+    srv.close()
+    assert ready.main([*base, "--models", "lenet5"]) == 1  # nothing listening
+
+
+def test_readiness_of_torchserve_alone_checks_the_snapshot_models(tmp_path, fake_server):
+    ready = _docker_script("ready")
+    key_file = tmp_path / "key_file.json"
+    _key_file(key_file, "i-1", management="m-1")
+    config = K8S / "storage" / "config" / "config.properties"
+    assert ready.snapshot_models(config) == ["lenet5", "resnet18"]
+    worker = {"id": "9000", "status": "READY"}
+    routes = {
+        "/ping": (200, {"status": "Healthy"}),
+        "/models/lenet5": (200, [{"modelName": "lenet5", "workers": [worker]}]),
+        "/models/resnet18": (
+            200,
+            [{"modelName": "resnet18", "workers": [{**worker, "status": "UNLOADING"}]}],
+        ),
+    }
+    srv = fake_server(routes)
+    args = ["torchserve", "--key-file", str(key_file), "--url", srv.url, "--management-url", srv.url]
+    assert ready.main([*args, "--ts-config", str(config)]) == 1
+    routes["/models/resnet18"] = (200, [{"modelName": "resnet18", "workers": [worker]}])
+    assert ready.main([*args, "--ts-config", str(config)]) == 0
+    tokens = dict(srv.seen)
+    assert tokens["/ping"] == "Bearer i-1" and tokens["/models/lenet5"] == "Bearer m-1"
+
+
+def test_token_renewal_uses_the_api_key(tmp_path, fake_server):
+    keys = _docker_script("keys")
+    key_file = tmp_path / "key_file.json"
+    _key_file(key_file, "i-1", api="api-1")
+    srv = fake_server({"/token?type=inference": (200, {}), "/token?type=management": (200, {})})
+    assert keys.renew_once(key_file, srv.url) == []
+    assert srv.seen == [
+        ("/token?type=inference", "Bearer api-1"),
+        ("/token?type=management", "Bearer api-1"),
+    ]
+    srv.close()
+    assert len(keys.renew_once(key_file, srv.url, timeout=2)) == 2
 
 
 # ---- Prometheus ---------------------------------------------------------------------------------
 def test_prometheus_scrapes_torchserve_and_exporter():
     cfg = yaml.safe_load(PROM_CONFIG.read_text())
     targets = {t for job in cfg["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+    # TorchServe's metrics, the handler exporter, the gateway (with its v2 front-end)
     assert targets == {"torchserve:8082", "torchserve:8083", "torchserve:8002"}
+    jobs = {job["job_name"] for job in cfg["scrape_configs"]}
+    assert jobs == {"torchserve", "zooserve-handlers", "zooserve-gateway"}
 
 
 @pytest.mark.skipif(
