@@ -606,6 +606,7 @@ SCHEMA_FOR = {
     ("serving.kserve.io/v1alpha1", "ServingRuntime"): "servingruntime-v1alpha1.json",
     ("autoscaling/v2", "HorizontalPodAutoscaler"): "hpa-autoscaling-v2.json",
     ("v1", "PersistentVolumeClaim"): "persistentvolumeclaim-v1.json",
+    ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicy-v1.json",
 }
 
 
@@ -638,6 +639,7 @@ def test_every_manifest_validates_against_its_schema():
         "InferenceService",
         "ServingRuntime",
         "HorizontalPodAutoscaler",
+        "NetworkPolicy",
     }
     for path, doc in manifests:
         key = (doc.get("apiVersion"), doc.get("kind"))
@@ -714,3 +716,142 @@ def test_kserve_torchserve_config_layout():
         for spec in versions.values():
             assert spec["marName"] == f"{name}.mar"
             assert spec["batchSize"] >= 1 and spec["minWorkers"] <= spec["maxWorkers"]
+    # TorchServe's token authorization stays on in the cluster, its management API on loopback
+    assert props.get("disable_token_authorization", "false") == "false"
+    assert int(props["token_expiration_min"]) >= 60
+    assert props["management_address"].startswith("http://127.0.0.1:")
+    assert props["grpc_management_address"] == "127.0.0.1"
+    assert props["enable_model_api"] == "false"
+
+
+def _kinds(kind: str) -> list[dict]:
+    return [d for _, d in _manifests() if d["kind"] == kind]
+
+
+def test_networkpolicy_denies_by_default_and_admits_only_the_ingress():
+    policies = _kinds("NetworkPolicy")
+    kust = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert "networkpolicy.yaml" in kust["resources"]
+    # a policy that selects every pod and allows nothing: the namespace's default is deny
+    deny = [
+        p
+        for p in policies
+        if p["spec"]["podSelector"] == {}
+        and "Ingress" in p["spec"]["policyTypes"]
+        and not p["spec"].get("ingress")
+    ]
+    assert deny, "no default-deny ingress policy"
+    allow = [p for p in policies if p not in deny]
+    isvcs = {i["metadata"]["name"] for i in _kinds("InferenceService")}
+    selected: set[str] = set()
+    for policy in allow:
+        sel = policy["spec"]["podSelector"]
+        for expr in sel.get("matchExpressions", []):
+            if expr["key"] == "serving.kserve.io/inferenceservice" and expr["operator"] == "In":
+                selected |= set(expr["values"])
+        if "serving.kserve.io/inferenceservice" in sel.get("matchLabels", {}):
+            selected.add(sel["matchLabels"]["serving.kserve.io/inferenceservice"])
+        assert sel, f"{policy['metadata']['name']} opens every pod of the namespace"
+        for rule in policy["spec"]["ingress"]:
+            # every rule names its sources and its ports: no rule admits anyone, or any port
+            assert rule.get("from") and rule.get("ports"), f"{policy['metadata']['name']}: open rule {rule}"
+            for peer in rule["from"]:
+                assert "ipBlock" not in peer and "podSelector" not in peer
+                assert peer["namespaceSelector"].get("matchLabels"), "a selector matching every namespace"
+            ports = {p["port"] for p in rule["ports"]}
+            assert not ports & {7070, 7071, 8081}, "gRPC and management are not for the ingress"
+    assert selected == isvcs, "every InferenceService's predictor is covered"
+    sources = {
+        peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]: {
+            p["port"] for p in rule["ports"]
+        }
+        for policy in allow
+        for rule in policy["spec"]["ingress"]
+        for peer in rule["from"]
+    }
+    assert 8080 in sources["istio-system"] and 8012 in sources["knative-serving"]
+    assert {8082, 8083} <= sources["monitoring"] and 8080 not in sources["monitoring"]
+
+
+def test_predictors_have_model_readiness_probes():
+    """The runtime's container (every InferenceService uses it) is ready only when its models are:
+    an exec probe through the entrypoint's healthcheck, in the mode of the container's args."""
+    runtimes = _kinds("ServingRuntime")
+    assert runtimes
+    entrypoint = (ROOT / "docker" / "entrypoint.sh").read_text()
+    for runtime in runtimes:
+        for container in runtime["spec"]["containers"]:
+            probe = container["readinessProbe"]
+            assert probe["exec"]["command"] == ["zooserve-entrypoint", "healthcheck", "torchserve"]
+            assert container["args"] == ["kserve"]
+            assert probe["timeoutSeconds"] >= 5 and probe["failureThreshold"] >= 1
+    assert "torchserve)" in entrypoint and "--ts-config" in entrypoint
+    for isvc in _kinds("InferenceService"):
+        model = isvc["spec"]["predictor"]["model"]
+        assert model["runtime"] in {r["metadata"]["name"] for r in runtimes}
+        assert "readinessProbe" not in model or "exec" in model["readinessProbe"]
+
+
+def test_no_pod_or_image_asks_for_every_gpu():
+    """NVIDIA_VISIBLE_DEVICES=all would hand a container every GPU of the node, past the device
+    plugin's allocation: GPUs come from resource limits / device reservations only."""
+    files = [*K8S.rglob("*.yaml"), COMPOSE, COMPOSE_GPU, *(ROOT / "docker").glob("Dockerfile*")]
+    for f in files:
+        code = "\n".join(line.split("#")[0] for line in f.read_text().splitlines())  # comments may say why
+        assert not re.search(r"NVIDIA_VISIBLE_DEVICES\s*[=:]", code), f"{f.name} sets NVIDIA_VISIBLE_DEVICES"
+    for _, doc in _manifests():
+        for container in _containers(doc):
+            names = {e["name"] for e in container.get("env", [])}
+            assert "NVIDIA_VISIBLE_DEVICES" not in names
+    gpu = [
+        i
+        for i in _kinds("InferenceService")
+        if "nvidia.com/gpu" in i["spec"]["predictor"]["model"]["resources"]["limits"]
+    ]
+    assert gpu and all(
+        i["spec"]["predictor"]["model"]["resources"]["limits"]["nvidia.com/gpu"] == "1" for i in gpu
+    )
+
+
+def _containers(doc: dict) -> list[dict]:
+    if doc["kind"] == "ServingRuntime":
+        return doc["spec"]["containers"]
+    if doc["kind"] == "InferenceService":
+        return [doc["spec"]["predictor"]["model"]]
+    return []
+
+
+@pytest.mark.parametrize(
+    "mutate, where",
+    [
+        (lambda d: d["spec"].pop("podSelector"), "podSelector"),
+        (lambda d: d["spec"].update(policyTypes=["Inbound"]), "policyTypes"),
+        (lambda d: d["spec"]["ingress"][0]["ports"][0].update(port=70000), "port"),
+        (
+            lambda d: d["spec"]["ingress"][0]["from"][0].update(ipBlock={"cidr": "0.0.0.0/0"}),
+            "ipBlock+selector",
+        ),
+        (lambda d: d["spec"]["podSelector"]["matchExpressions"][0].update(operator="Like"), "operator"),
+        (lambda d: d["spec"]["podSelector"]["matchExpressions"][0].pop("values"), "values"),
+    ],
+)
+def test_networkpolicy_schema_rejects_mistakes(mutate, where):
+    doc = [d for d in _load_yaml_docs(K8S / "networkpolicy.yaml") if d["spec"].get("ingress")][0]
+    mutate(doc)
+    assert list(_validator("networkpolicy-v1.json").iter_errors(doc)), f"schema accepted a broken {where}"
+
+
+@pytest.mark.parametrize(
+    "mutate, where",
+    [
+        (lambda p: p.update(httpGet={"port": 8080}), "two handlers"),
+        (lambda p: p.pop("exec"), "no handler"),
+        (lambda p: p.update(periodSeconds=0), "periodSeconds"),
+        (lambda p: p["exec"].update(command=[]), "empty command"),
+    ],
+)
+def test_probe_schema_rejects_mistakes(mutate, where):
+    doc = yaml.safe_load((K8S / "servingruntime.yaml").read_text())
+    mutate(doc["spec"]["containers"][0]["readinessProbe"])
+    errors = list(_validator("servingruntime-v1alpha1.json").iter_errors(doc))
+    assert errors, f"schema accepted a broken {where}"
