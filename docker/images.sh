@@ -9,9 +9,11 @@
 # ZOOSERVE_TORCH_INDEX_URL   index with CPU-only torch wheels (PyTorch's /whl/cpu), when reachable
 # ZOOSERVE_MODELS            models built into the serving image (lenet5 resnet18)
 # Layers are cached by the engine: a rebuild after a source change redoes only the wheel, the
-# models and the small layers after them. The CPU image's `deps` stage (torch, TorchServe, ~8 min
-# cold) is tagged zooserve-deps:cpu, so `docker image prune` keeps it; this script prunes only the
-# zooserve images its rebuilds left untagged.
+# models and the small layers after them. The stages before an image's last one are tagged too
+# (zooserve-deps:cpu: torch + TorchServe, the slow part; zooserve-build:cpu: g++, the wheel, the
+# models; zooserve-locust-build, zooserve-gpu-build), since an untagged stage is "dangling" to
+# `docker image prune`, which would throw the cache away. This script then prunes only what its
+# rebuilds replaced (dangling images with zooserve's label).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -64,13 +66,16 @@ build() {  # build TAG DOCKERFILE ARGS...
 }
 for t in "${targets[@]}"; do
     case "$t" in
-        cpu) cpu_args=(--build-arg BASE_IMAGE="$base" --build-arg TORCH_INDEX_URL="${ZOOSERVE_TORCH_INDEX_URL:-}")
+        cpu) cpu_args=(--build-arg BASE_IMAGE="$base" --build-arg TORCH_INDEX_URL="${ZOOSERVE_TORCH_INDEX_URL:-}"
+                       --build-arg MODELS="${ZOOSERVE_MODELS:-lenet5 resnet18}")
              build zooserve-deps:cpu docker/Dockerfile --target deps "${cpu_args[@]}"
-             build zooserve:cpu docker/Dockerfile "${cpu_args[@]}" \
-                 --build-arg MODELS="${ZOOSERVE_MODELS:-lenet5 resnet18}" ;;
+             build zooserve-build:cpu docker/Dockerfile --target build "${cpu_args[@]}"
+             build zooserve:cpu docker/Dockerfile "${cpu_args[@]}" ;;
         prometheus) build zooserve-prometheus:latest docker/Dockerfile.prometheus --build-arg DEBIAN_IMAGE="$debian" ;;
-        locust) build zooserve-locust:latest docker/Dockerfile.locust --build-arg BASE_IMAGE="$base" ;;
-        gpu) build zooserve:gpu docker/Dockerfile.gpu --build-arg BASE_IMAGE="$base" ;;
+        locust) build zooserve-locust-build:latest docker/Dockerfile.locust --target build --build-arg BASE_IMAGE="$base"
+                build zooserve-locust:latest docker/Dockerfile.locust --build-arg BASE_IMAGE="$base" ;;
+        gpu) build zooserve-gpu-build:latest docker/Dockerfile.gpu --target build --build-arg BASE_IMAGE="$base"
+             build zooserve:gpu docker/Dockerfile.gpu --build-arg BASE_IMAGE="$base" ;;
         *) echo "unknown image $t (cpu, prometheus, locust, gpu)" >&2; exit 2 ;;
     esac
 done

@@ -1,13 +1,8 @@
 """`docker compose up` for real: build the images, run the stack, predict, scrape, load, tear down.
 
-Needs root, Docker's engine (`dockerd`, Debian's docker.io), `docker-compose` (v1) and, where no
-container registry answers, `debootstrap` (docker/make-base.sh makes the base image from Debian's
-packages). Without those tools the test skips with the reason; under CI (CI=true) it fails
-instead, since .ci/run installs them. Where the tools are there but no engine can start (not
-root, no cgroups, ...) it skips, under CI too. The engine is started here when none runs
-(docker/dockerd.sh) and stopped again afterwards; every container, network and volume of the
-test's compose project is removed even when a test fails. Images stay (they are the build cache
-for the next run).
+The engine and the images come from tests/docker/conftest.py (skip without the tools, fail under
+CI; the engine started there is stopped at the end of the session). Every container, network and
+volume of the test's compose project is removed even when a test fails.
 
 The stack uses free loopback ports and a project name of its own, so it can run beside a
 developer's `docker compose up` or another TorchServe on the default ports.
@@ -19,113 +14,37 @@ import io
 import json
 import os
 import re
-import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.docker.dockertools import BUILD_TIMEOUT, ROOT, free_ports, run
+
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "zooserve.json"
-CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-BUILD_TIMEOUT = float(os.environ.get("ZOOSERVE_DOCKER_BUILD_TIMEOUT", "2400"))
 HEALTHY_TIMEOUT = 300.0
+KEYS = "/home/model-server/keys/inference_key.json"
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(BUILD_TIMEOUT + 1200)]
 
 
-def _missing(reason: str) -> None:
-    """A missing prerequisite: skip on a developer's machine, fail under CI (.ci/run installs it)."""
-    if CI:
-        pytest.fail(f"{reason} (CI=true: .ci/run installs it, so this is a failure, not a skip)")
-    pytest.skip(reason)
-
-
-def _run(args: list[str], timeout: float = 120, check: bool = True, env: dict | None = None,
-         **kw) -> subprocess.CompletedProcess:  # fmt: skip
-    r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env, **kw)
-    if check and r.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(args)} exited {r.returncode}:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-        )
-    return r
-
-
-# ---- the engine ---------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def engine() -> Iterator[None]:
-    for tool, package in (
-        ("docker", "docker.io"),
-        ("dockerd", "docker.io"),
-        ("docker-compose", "docker-compose"),
-    ):
-        if shutil.which(tool) is None:
-            _missing(f"{tool} not installed (Debian package {package})")
-    # the tools are there but this machine cannot run an engine: a skip, under CI too
-    if os.geteuid() != 0 and _run(["docker", "info"], check=False).returncode != 0:
-        pytest.skip("no Docker engine answers and starting dockerd needs root")
-    r = _run([str(ROOT / "docker" / "dockerd.sh"), "start"], timeout=120, check=False)
-    if r.returncode != 0:
-        pytest.skip(f"dockerd cannot start here: {(r.stderr or r.stdout).strip()[-500:]}")
-    started = r.stdout.strip() == "started"
-    try:
-        yield
-    finally:
-        if started:
-            pid_file = Path(os.environ.get("ZOOSERVE_DOCKERD_PID", "/run/zooserve-dockerd.pid"))
-            pid = pid_file.read_text().strip() if pid_file.exists() else ""
-            _run([str(ROOT / "docker" / "dockerd.sh"), "stop"], timeout=120)
-            if pid:
-                assert not Path(f"/proc/{pid}").exists(), f"dockerd {pid} still runs"
-            assert _run(
-                ["pgrep", "-f", "containerd --config /var/run/docker/containerd"], check=False
-            ).returncode, "dockerd's containerd still runs"
-
-
-@pytest.fixture(scope="module")
-def images(engine, timings) -> None:
-    if (
-        _run(["docker", "image", "inspect", "python:3.11-slim-bookworm"], check=False).returncode != 0
-        and shutil.which("debootstrap") is None
-    ):
-        # without a registry the base image is made from Debian's packages
-        base = _run(["docker", "pull", "-q", "python:3.11-slim-bookworm"], timeout=300, check=False)
-        if base.returncode != 0:
-            _missing(
-                "no container registry answers and debootstrap is not installed (Debian package debootstrap)"
-            )
-    t0 = time.monotonic()
-    r = _run(
-        [str(ROOT / "docker" / "images.sh"), "cpu", "prometheus", "locust"],
-        timeout=BUILD_TIMEOUT,
-        check=False,
-    )
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
-    timings["images (make images)"] = f"{time.monotonic() - t0:.0f} s"
-    for line in r.stdout.splitlines():
-        if " built in " in line:
-            tag, rest = line.removeprefix("images: ").split(" built in ")
-            timings[f"  {tag}"] = rest
-
-
 # ---- the stack ----------------------------------------------------------------------------------
-PORTS = ("HTTP", "MANAGEMENT", "METRICS", "EXPORTER", "GRPC", "GRPC_MANAGEMENT", "PROMETHEUS", "GRAFANA")
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+PORTS = (
+    "HTTP",
+    "MANAGEMENT",
+    "METRICS",
+    "EXPORTER",
+    "GRPC",
+    "GRPC_MANAGEMENT",
+    "V2_HTTP",
+    "V2_GRPC",
+    "GATEWAY_METRICS",
+    "PROMETHEUS",
+    "GRAFANA",
+)
 
 
 @dataclass
@@ -135,7 +54,7 @@ class Stack:
     ports: dict[str, int]
 
     def compose(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
-        return _run(["docker-compose", "-p", self.project, *args], timeout=timeout, check=check, env=self.env)
+        return run(["docker-compose", "-p", self.project, *args], timeout=timeout, check=check, env=self.env)
 
     def container(self, service: str) -> str:
         return self.compose("ps", "-q", service).stdout.strip()
@@ -144,11 +63,11 @@ class Stack:
         cid = self.container(service)
         if not cid:
             return "absent"
-        return _run(["docker", "inspect", "-f", "{{.State.Health.Status}}", cid], check=False).stdout.strip()
+        return run(["docker", "inspect", "-f", "{{.State.Health.Status}}", cid], check=False).stdout.strip()
 
     def token(self) -> str:
-        keys = self.compose("exec", "-T", "torchserve", "cat", "/home/model-server/run/key_file.json").stdout
-        return json.loads(keys)["inference"]["key"]
+        """The inference token, as the serving container publishes it for Locust."""
+        return json.loads(self.compose("exec", "-T", "torchserve", "cat", KEYS).stdout)["inference"]["key"]
 
     def prom(self, query: str) -> list[dict]:
         r = requests.get(
@@ -164,14 +83,14 @@ def _leftovers(project: str) -> list[str]:
     found = []
     for kind in ("container", "network", "volume"):
         args = ["docker", kind, "ls", "-q", "--filter", label] + (["-a"] if kind == "container" else [])
-        found += [f"{kind} {x}" for x in _run(args, check=False).stdout.split()]
+        found += [f"{kind} {x}" for x in run(args, check=False).stdout.split()]
     return found
 
 
 @pytest.fixture(scope="module")
 def stack(images, timings) -> Iterator[Stack]:
     project = f"zooserve-test-{os.getpid()}"
-    ports = dict(zip(PORTS, _free_ports(len(PORTS)), strict=True))
+    ports = dict(zip(PORTS, free_ports(len(PORTS)), strict=True))
     env = {**os.environ, **{f"ZOOSERVE_{k}_PORT": str(v) for k, v in ports.items()}}
     env.update(
         LOCUST_USERS="4", LOCUST_SPAWN_RATE="4", LOCUST_RUN_TIME="20s", ZOOSERVE_MODELS="lenet5 resnet18"
@@ -186,9 +105,9 @@ def stack(images, timings) -> Iterator[Stack]:
             assert "unhealthy" not in state, (
                 f"unhealthy: {state}\n{s.compose('logs', '--tail=80', check=False).stdout}"
             )
-            assert time.monotonic() < deadline, (
-                f"not healthy after {HEALTHY_TIMEOUT:.0f} s: {state}\n{s.compose('logs', '--tail=80', check=False).stdout}"
-            )
+            if time.monotonic() > deadline:
+                logs = s.compose("logs", "--tail=80", check=False).stdout
+                pytest.fail(f"not healthy after {HEALTHY_TIMEOUT:.0f} s: {state}\n{logs}")
             time.sleep(1)
         timings["compose up -> torchserve + prometheus healthy"] = f"{time.monotonic() - t0:.0f} s"
         yield s
@@ -244,23 +163,58 @@ def test_rest_and_grpc_predictions_through_published_ports(stack: Stack):
         client.close()
 
 
-def test_prometheus_scrapes_both_ports_and_sees_the_requests(stack: Stack):
+def test_open_inference_protocol_through_the_gateway(stack: Stack):
+    """The v2 REST port answers model readiness with the token, and refuses it without."""
+    base = f"http://127.0.0.1:{stack.ports['V2_HTTP']}/v2/models"
+    auth = {"Authorization": f"Bearer {stack.token()}"}
+    for model in ("lenet5", "resnet18"):
+        r = requests.get(f"{base}/{model}/ready", headers=auth, timeout=10)
+        assert r.status_code == 200 and r.json() == {"name": model, "ready": True}, r.text
+    meta = requests.get(f"{base}/lenet5", headers=auth, timeout=10)
+    assert meta.status_code == 200 and meta.json()["name"] == "lenet5", meta.text
+    anonymous = requests.get(f"{base}/lenet5/ready", timeout=10)
+    assert anonymous.status_code != 200 or anonymous.json().get("ready") is not True
+
+
+def test_locust_sees_the_inference_key_only(stack: Stack):
+    """The Locust container mounts the published inference-only key file, never the run volume
+    with TorchServe's key_file.json (management and API keys)."""
+    probe = (
+        "import json, os; "
+        f"keys = json.load(open('{KEYS}')); "
+        "print(json.dumps({'keys': sorted(keys), "
+        "'run': os.path.exists('/home/model-server/run/key_file.json'), "
+        f"'writable': os.access('{KEYS}', os.W_OK)}}))"
+    )
+    r = stack.compose(
+        "--profile", "load", "run", "--rm", "--no-deps", "-T", "locust", "python", "-c", probe, timeout=120
+    )
+    seen = json.loads(r.stdout.strip().splitlines()[-1])
+    assert seen == {"keys": ["inference"], "run": False, "writable": False}, seen
+
+
+def test_prometheus_scrapes_all_three_ports_and_sees_the_requests(stack: Stack):
     deadline = time.monotonic() + 60
     while True:
         up = {r["metric"]["job"]: r["value"][1] for r in stack.prom("up")}
         served = stack.prom('sum by (model) (zooserve_requests_total{model=~"lenet5|resnet18"})')
         ts = stack.prom("sum(ts_inference_requests_total)")
+        gateway = stack.prom('sum by (model) (zooserve_gateway_calls_total{model=~"lenet5|resnet18"})')
         counted = {r["metric"].get("model"): float(r["value"][1]) for r in served}
+        through_gateway = {r["metric"].get("model"): float(r["value"][1]) for r in gateway}
         if (
-            up == {"torchserve": "1", "zooserve-handlers": "1"}
+            up == {"torchserve": "1", "zooserve-handlers": "1", "zooserve-gateway": "1"}
             and counted.get("lenet5", 0) >= 1
             and counted.get("resnet18", 0) >= 1
+            and through_gateway.get("lenet5", 0) >= 1
+            and through_gateway.get("resnet18", 0) >= 1
             and ts
             and float(ts[0]["value"][1]) >= 2
         ):
             break
         assert time.monotonic() < deadline, (
-            f"Prometheus does not see the requests: up={up} handlers={counted} ts={ts}"
+            f"Prometheus does not see the requests: up={up} handlers={counted} "
+            f"gateway={through_gateway} ts={ts}"
         )
         time.sleep(2)
 
