@@ -21,14 +21,21 @@ start() {
     [ "$(id -u)" = 0 ] || { echo "dockerd needs root" >&2; return 2; }
     # setsid: the engine must not die with the shell (or pytest) that started it
     setsid dockerd --pidfile "$PIDFILE" >"$LOG" 2>&1 < /dev/null &
+    local started=$!
     for _ in $(seq "$WAIT"); do
         if answers; then echo started; return 0; fi
-        if ! kill -0 $! 2>/dev/null; then break; fi
+        if ! kill -0 "$started" 2>/dev/null; then break; fi
         sleep 1
     done
     echo "dockerd did not start within ${WAIT}s; last lines of $LOG:" >&2
     tail -n 20 "$LOG" >&2 || true
-    stop >/dev/null 2>&1 || true
+    # stop the one started here even if it has not written its pid file yet
+    if kill -0 "$started" 2>/dev/null; then
+        kill -TERM "$started"
+        for _ in $(seq 60); do kill -0 "$started" 2>/dev/null || break; sleep 0.5; done
+        kill -KILL "$started" 2>/dev/null || true
+    fi
+    rm -f "$PIDFILE"
     return 1
 }
 
