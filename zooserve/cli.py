@@ -73,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--host", default="127.0.0.1")
     pr.add_argument("--port", type=int, default=8080)
     pr.add_argument("--grpc-port", type=int, default=7070)
+    pr.add_argument("--v2", action="store_true", help="through the standard Open Inference Protocol (v2)")
+    pr.add_argument("--v2-port", type=int, default=8000)
+    pr.add_argument("--v2-grpc-port", type=int, default=8001)
     pr.add_argument("--key-file", type=Path, default=DEFAULT_RUN_DIR / server.KEY_FILE)
 
     bench.add_arguments(sub.add_parser("bench", help="benchmarks: model-only, served, stock TorchServe"))
@@ -213,7 +216,15 @@ def _read_input(model: str, item: str) -> bytes | str:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    client = Client(args.host, args.port, args.grpc_port, key_file=args.key_file)
+    client = Client(
+        args.host,
+        args.port,
+        args.grpc_port,
+        key_file=args.key_file,
+        protocol="v2" if args.v2 else "torchserve",
+        v2_port=args.v2_port,
+        v2_grpc_port=args.v2_grpc_port,
+    )
     headers = {"X-Topk": str(args.topk)} if args.topk else {}
     if args.attention:
         headers["X-Attention"] = "1"

@@ -197,18 +197,9 @@ class Client:
         return self._retrying(attempt, timeout)
 
     def predict_v2(self, model: str, data: bytes | str, version: str = "") -> dict[str, Any]:
-        """The same prediction through KServe's Open Inference Protocol (v2) gRPC service."""
-        pb2 = grpc_stubs.load("open_inference_grpc_pb2")
-        stub = grpc_stubs.load("open_inference_grpc_pb2_grpc").GRPCInferenceServiceStub(self._grpc_channel())
-        request = pb2.ModelInferRequest(model_name=model, model_version=version, id="zooserve")
-        tensor = request.inputs.add(name="data", datatype="BYTES", shape=[1])
-        tensor.contents.bytes_contents.append(payload(data)[0])
-        metadata = [(k.lower(), v) for k, v in self._auth().items()]
-        try:
-            reply = stub.ModelInfer(request, metadata=metadata, timeout=self.timeout)
-        except grpc.RpcError as e:
-            raise grpc_error(e) from None
-        return _checked(json.loads(reply.outputs[0].contents.bytes_contents[0]))
+        """The same prediction through the standard Open Inference Protocol (v2) gRPC service
+        (``inference.GRPCInferenceService`` on the v2 gRPC port)."""
+        return self.v2.predict(model, data, grpc=True, version=version or None)
 
     def close(self) -> None:
         self.v2.close()

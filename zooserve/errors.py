@@ -52,6 +52,12 @@ class InvalidImage(RequestError):
     """Bytes that do not decode to an image (truncated, corrupt, not an image)."""
 
 
+class NoDigitFound(RequestError):
+    """An image a digit model finds no digit in: blank, ink all over it, or only a speck."""
+
+    status = 422
+
+
 class UnsupportedMediaType(RequestError):
     """A payload of a kind the model does not take (text to an image model, an unknown format)."""
 
@@ -142,6 +148,7 @@ SERVICE_ERRORS: tuple[type[ServiceError], ...] = (
     MalformedRequest,
     EmptyBody,
     InvalidImage,
+    NoDigitFound,
     UnsupportedMediaType,
     ImageTooLarge,
     PayloadTooLarge,
@@ -178,6 +185,10 @@ class UnsupportedFormat(UserError):
 
 class ConfigError(UserError):
     """A configuration, archive or option file that cannot be used."""
+
+
+class AccuracyGateFailed(UserError):
+    """A build whose model is less accurate than its gate allows (reduced precision, trained demo)."""
 
 
 class ServerError(UserError):

@@ -10,6 +10,7 @@ section (unknown keys and wrong types are refused).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
@@ -21,7 +22,7 @@ from zooserve.specs import Decode, Evaluation, Format, InputSpec, Precision, Tas
 
 MANIFEST_FILE = "zooserve.json"
 CONFIG_FILE = "model-config.yaml"  # TorchServe's per-model config, with our `zooserve:` section
-MANIFEST_VERSION = 2
+MANIFEST_VERSION = 3  # 3: InputSpec.ink_box replaces invert_light_background (digit framing)
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,9 @@ class ServingOptions:
     scales: tuple[int, ...] = ()  # dense evaluation: shorter-side scales
     flip: bool = True  # dense evaluation: add horizontal flips
     max_pixels: int = 40_000_000  # what one image may declare: 8K photos pass, a 30000x30000 bomb does not
-    max_decoded_pixels: int = 16_000_000  # what may be decoded at full size (PNG, GIF, exact JPEG...)
+    # what may be decoded at full size (PNG, GIF, WebP, BMP, TIFF): their decode costs ~20-40 ms per
+    # megapixel here, so 8 MP keeps any of them within ~2x a 12 MP camera JPEG decoded at 1/8 scale
+    max_decoded_pixels: int = 8_000_000
     decode: Decode = Decode.FAST  # JPEGs at the DCT scale that covers the model's input size
     max_batch_pixels: int = 400_000_000  # decoded pixels one batch may hold (~1.2 GB as uint8 RGB)
     max_text_bytes: int = 65536
@@ -70,10 +73,13 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
             return type(default)(value)
         if isinstance(default, tuple):
             return tuple(int(v) for v in value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise TypeError
-        return type(default)(value)
-    except (TypeError, ValueError):
+        number = type(default)(value)
+        if isinstance(number, int) and number < 1:  # counts, sizes and times are all positive
+            raise ValueError
+        return number
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(
             f"serving option {key!r}: {value!r} is not a valid {type(default).__name__}"
         ) from None

@@ -75,8 +75,10 @@ class InputSpec:
     channels: int = 3
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
-    # LeNet's digits are bright ink on dark paper; photos of dark ink on white get inverted.
-    invert_light_background: bool = False
+    # digit recognisers' framing instead of resize/crop: find the ink (either polarity), crop to it
+    # and scale its longer side to this many pixels of the frame, centred by its centre of mass
+    # (zooserve.models.digits); images with no readable digit are refused per request
+    ink_box: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

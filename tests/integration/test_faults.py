@@ -9,7 +9,6 @@ store but not loaded, tiny_resnet_spare for the register test.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import threading
@@ -20,17 +19,23 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import pytest
 import requests
 import torch
 from torchvision.io import encode_png
 
-from zooserve.serving import server
+from zooserve.bench.served import scrape
+from zooserve.export.archive import rewrite_config
+from zooserve.serving import grpc_stubs, server
 
 pytestmark = pytest.mark.integration
 
 CLIENT_TIMEOUT = 30.0  # per request; a request that takes longer counts as hung
 BUDGET = {"max_batch_pixels": 50_000, "max_pixels": 1_000_000}  # one 160x120 image fits, two do not
+# TorchServe holds requests until a batch of 16 is full (or 3 s passed): batches form by design,
+# not by luck, in the tests that say so
+FORCED_BATCH = {"batchSize": 16, "maxBatchDelay": 3000}
 MODELS = {
     "tiny_resnet": {"format": "torchscript"},
     "tiny_resnet_budget": {"name": "tiny_resnet", "format": "torchscript", **BUDGET},
@@ -74,10 +79,11 @@ def _build_store(build_cache, store: Path) -> None:
     for served, how in MODELS.items():
         how = dict(how)
         name = how.pop("name", served)
-        shutil.copy(
-            build_cache(name, archive_name=None if served == name else served, **how).archive,
-            store / f"{served}.mar",
-        )
+        archive = build_cache(name, archive_name=None if served == name else served, **how).archive
+        if served == "tiny_resnet_budget":
+            rewrite_config(archive, store / f"{served}.mar", lambda c: c | FORCED_BATCH)
+        else:
+            shutil.copy(archive, store / f"{served}.mar")
 
 
 @pytest.fixture(scope="module")
@@ -226,15 +232,18 @@ def test_unregister_and_register_under_load(faulty: Faulty) -> None:
 
 
 def _batch_stats(faulty: Faulty, model: str) -> tuple[float, float]:
-    text = requests.get(f"{faulty.cfg.url('exporter')}/metrics", timeout=10).text
-    got = dict(re.findall(rf'zooserve_batch_size_(sum|count)\{{model="{model}"\}} ([0-9.e+]+)', text))
-    return float(got.get("sum", 0)), float(got.get("count", 0))
+    """(requests, batches) the handler has counted for ``model``."""
+    samples = scrape(f"{faulty.cfg.url('exporter')}/metrics")
+    labels = (("model", model),)
+    return samples.get(("zooserve_batch_size_sum", labels), 0.0), samples.get(
+        ("zooserve_batch_size_count", labels), 0.0
+    )
 
 
 def test_batch_over_pixel_budget_is_split_not_refused(faulty: Faulty) -> None:
     model = "tiny_resnet_budget"
     images = [_image(seed=i) for i in range(16)]  # 19 200 pixels each: two exceed the 50 000 budget
-    solo = [faulty.predict(model, im).json() for im in images]
+    solo = [faulty.predict("tiny_resnet", im).json() for im in images]  # the same weights, unbatched
     sum0, count0 = _batch_stats(faulty, model)
     with ThreadPoolExecutor(16) as pool:
         together = list(pool.map(lambda im: faulty.predict(model, im), images))
@@ -242,15 +251,38 @@ def test_batch_over_pixel_budget_is_split_not_refused(faulty: Faulty) -> None:
     for a, b in zip(solo, together, strict=True):
         assert [p["index"] for p in a["predictions"]] == [p["index"] for p in b.json()["predictions"]]
     sum1, count1 = _batch_stats(faulty, model)
-    assert sum1 - sum0 == len(images)
-    assert count1 - count0 < len(images), "no batch formed: the split path was not exercised"
+    assert (sum1 - sum0, count1 - count0) == (16, 1), "the 16 requests were not one batch"
 
 
 def test_single_image_over_max_pixels_is_413_and_batch_mates_are_served(faulty: Faulty) -> None:
     model = "tiny_resnet_budget"
     big = _image(1100, 1000)  # 1.1 M pixels > max_pixels 1 M
-    jobs = [big] + [_image(seed=i) for i in range(6)]
-    with ThreadPoolExecutor(8) as pool:
+    jobs = [big] + [_image(seed=i) for i in range(15)]
+    sum0, count0 = _batch_stats(faulty, model)
+    with ThreadPoolExecutor(16) as pool:
         results = list(pool.map(lambda im: faulty.predict(model, im), jobs))
     assert results[0].status_code == 413 and results[0].json()["type"] == "ImageTooLarge"
     assert all(r.status_code == 200 for r in results[1:])
+    sum1, count1 = _batch_stats(faulty, model)
+    assert (sum1 - sum0, count1 - count0) == (16, 1), "the big image did not share a batch with the others"
+
+
+def test_with_the_model_api_on_only_store_archives_register(faulty: Faulty, tmp_path: Path) -> None:
+    """This server allows registration; still, a directory (TorchServe would run the handler it
+    holds) or a URL is refused, over REST and gRPC, while a store archive registers (above)."""
+    evil = tmp_path / "evil"
+    (evil / "MAR-INF").mkdir(parents=True)
+    (evil / "handler.py").write_text("import os\nos.system('touch /tmp/zooserve-pwned')\n")
+    urls = [str(evil), f"file://{evil}", "http://127.0.0.1:9/evil.mar", "../evil.mar", "evil"]
+    for url in urls:
+        r = faulty.mgmt("POST", "/models", params={"url": url, "model_name": "evil", "initial_workers": 1})
+        assert r.status_code == 400 and r.json()["type"] == "RegistrationRefused", (url, r.text)
+    with grpc.insecure_channel(f"127.0.0.1:{faulty.cfg.ports.grpc_management}") as ch:
+        stub = grpc_stubs.load("management_pb2_grpc").ManagementAPIsServiceStub(ch)
+        request = grpc_stubs.load("management_pb2").RegisterModelRequest(url=str(evil), model_name="evil")
+        with pytest.raises(grpc.RpcError) as e:
+            stub.RegisterModel(
+                request, metadata=[("authorization", f"Bearer {faulty.keys['management']}")], timeout=60
+            )
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "RegistrationRefused" in e.value.details()
+    assert "evil" not in faulty.mgmt("GET", "/models").text

@@ -133,3 +133,19 @@ def test_gateway_metrics_carry_request_ids_as_exemplars(served, sample_jpegs) ->
         s for s in families["zooserve_gateway_in_flight"].samples if s.labels.get("model") == "tiny_resnet"
     ]
     assert inflight and inflight[0].value == 0
+
+
+def test_a_call_is_one_trace_with_a_span_per_stage(served, otlp, sample_jpegs) -> None:
+    assert _post(served, "tiny_resnet", sample_jpegs["china.jpg"], **{"X-Request-Id": "traced-1"}).ok
+
+    def is_root(span) -> bool:
+        return any(
+            a.key == "zooserve.request_id" and a.value.string_value == "traced-1" for a in span.attributes
+        )
+
+    (root,) = otlp.wait_for(is_root)
+    assert root.name == "predict tiny_resnet"
+    children = otlp.wait_for(lambda s: s.parent_span_id == root.span_id and s.trace_id == root.trace_id)
+    assert {s.name for s in children} == {"queue", "decode", "preprocess", "inference", "postprocess"}
+    assert all(root.start_time_unix_nano <= s.start_time_unix_nano <= s.end_time_unix_nano for s in children)
+    assert max(s.end_time_unix_nano for s in children) <= root.end_time_unix_nano

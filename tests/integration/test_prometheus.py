@@ -4,25 +4,23 @@ from __future__ import annotations
 
 import promtest
 import pytest
+from tools import require
 
 from zooserve.serving.server import free_ports
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        promtest.prometheus_binary() is None, reason="Debian package 'prometheus' not installed"
-    ),
-]
+pytestmark = pytest.mark.integration
 MODEL = "tiny_resnet"
 
 
 @pytest.fixture(scope="module")
 def prometheus(served, tmp_path_factory):
+    require("prometheus", "prometheus")
     port = free_ports(1)[0]
     host = "127.0.0.1"
     targets = {
         "torchserve": [f"{host}:{served.cfg.ports.metrics}"],
         "zooserve-handlers": [f"{host}:{served.cfg.ports.exporter}"],
+        "zooserve-gateway": [f"{host}:{served.cfg.ports.gateway_metrics}"],
     }
     proc = promtest.start_prometheus(targets, port, tmp_path_factory.mktemp("prometheus"))
     try:

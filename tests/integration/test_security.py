@@ -27,12 +27,15 @@ API_PORTS = ("inference", "management", "metrics", "grpc_inference", "grpc_manag
 
 
 # ---- binds ---------------------------------------------------------------------------------------
-def test_default_config_binds_loopback() -> None:
-    props = server.render_properties(server.ServerConfig())
+@pytest.mark.parametrize("gateway", [True, False])
+def test_default_config_binds_loopback(gateway: bool, tmp_path: Path) -> None:
+    cfg = server.ServerConfig(gateway=gateway)
+    assert cfg.bind == "127.0.0.1"  # the gateway's own ports
+    props, _ = server.render_properties(cfg, tmp_path)
     for key in ("inference_address", "management_address", "metrics_address"):
         assert props[key].startswith("http://127.0.0.1:"), (key, props[key])
     assert props["grpc_inference_address"] == props["grpc_management_address"] == "127.0.0.1"
-    assert props["disable_token_authorization"] == "false"
+    assert props["disable_token_authorization"] == "false" and props["enable_model_api"] == "false"
     template = (ROOT / "build" / "config.properties").read_text()
     assert "0.0.0.0" not in "".join(ln for ln in template.splitlines() if not ln.lstrip().startswith("#"))
 
@@ -76,9 +79,13 @@ def test_key_file_is_private_and_tokens_are_per_api(served) -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("token", [None, "not-the-token"])
-def test_grpc_inference_and_management_refuse_without_the_token(served, token: str | None) -> None:
-    metadata = [("authorization", f"Bearer {token}")] if token else []
+@pytest.mark.parametrize("token", [None, "not-the-token", "the-token"])
+def test_grpc_inference_and_management_need_the_token(served, token: str | None) -> None:
+    """Without the right token: PERMISSION_DENIED on both services (TorchServe's answer, passed
+    on by the gateway). With it (the positive control): the call reaches the handler."""
+    keys = server.read_keys(served.cfg)
+    inference = keys["inference"] if token == "the-token" else token
+    management = keys["management"] if token == "the-token" else token
     ports = served.cfg.ports
     with grpc.insecure_channel(f"127.0.0.1:{ports.grpc_inference}") as ch:
         stub = grpc_stubs.load("inference_pb2_grpc").InferenceAPIsServiceStub(ch)
@@ -86,14 +93,24 @@ def test_grpc_inference_and_management_refuse_without_the_token(served, token: s
             model_name="tiny_resnet", input={"data": b"x"}
         )
         with pytest.raises(grpc.RpcError) as exc:
-            stub.Predictions(req, metadata=metadata, timeout=30)
-        assert "InvalidKey" in (exc.value.details() or "") or "oken" in (exc.value.details() or "")
+            stub.Predictions(req, metadata=_bearer(inference), timeout=30)
+    if token == "the-token":  # authorised: the handler judged the one-byte image
+        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "InvalidImage" in exc.value.details()
+    else:
+        assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED, exc.value.details()
     with grpc.insecure_channel(f"127.0.0.1:{ports.grpc_management}") as ch:
         stub = grpc_stubs.load("management_pb2_grpc").ManagementAPIsServiceStub(ch)
-        with pytest.raises(grpc.RpcError):
-            stub.ListModels(
-                grpc_stubs.load("management_pb2").ListModelsRequest(), metadata=metadata, timeout=30
-            )
+        request = grpc_stubs.load("management_pb2").ListModelsRequest(limit=100)  # limit 0 lists none
+        if token == "the-token":
+            assert "tiny_resnet" in stub.ListModels(request, metadata=_bearer(management), timeout=30).msg
+        else:
+            with pytest.raises(grpc.RpcError) as exc:
+                stub.ListModels(request, metadata=_bearer(management), timeout=30)
+            assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def _bearer(token: str | None) -> list[tuple[str, str]]:
+    return [("authorization", f"Bearer {token}")] if token else []
 
 
 # ---- registration only from model_store --------------------------------------------------------
@@ -233,7 +250,9 @@ SECRET_PATTERNS = {
 def _tracked_files() -> list[Path]:
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
-    out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    out = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True, timeout=600
+    ).stdout
     return [ROOT / p for p in out.decode().split("\0") if p]
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from zooserve.models.digits import render_sent
 from zooserve.serving import server
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
@@ -63,10 +64,16 @@ def _jobs() -> list[tuple[str, bytes, str, tuple[int | None, str | None]]]:
     small = [c for c in all_cases() if len(c.data) < 200_000]
     jobs = []
     for model, task in TASKS.items():
-        jobs += [(model, c.data, c.content_type, expected(c, task)) for c in small]
+        # a digits model answers a valid image without a digit with NoDigitFound: its good inputs are digits
+        cases = [c for c in small if model != "lenet5" or expected(c, task)[0] is not None]
+        jobs += [(model, c.data, c.content_type, expected(c, task)) for c in cases]
         good = [(encode(_photo(64 + 16 * i, 48 + 8 * i), "JPEG"), OCTET) for i in range(4)]
         if task == "classify-text":
             good = [(f"sentence {i} about markets and the weather".encode(), TEXT) for i in range(4)]
+        if model == "lenet5":
+            good = [
+                (render_sent(i, "DejaVuSans", (64 + 16 * i, 64), 0.6, fmt="JPEG"), OCTET) for i in range(4)
+            ]
         jobs += [(model, body, ctype, (None, None)) for body, ctype in good] * (len(small) // 2)
     return jobs
 

@@ -95,7 +95,10 @@ def _cli(served, *args: str) -> subprocess.CompletedProcess:
         str(served.cfg.key_file),
     ]
     return subprocess.run(
-        [sys.executable, "-m", "zooserve.cli", "predict", *args, *ports], capture_output=True, text=True
+        [sys.executable, "-m", "zooserve.cli", "predict", *args, *ports],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 

@@ -49,7 +49,7 @@ def _auth(served) -> list[tuple[str, str]]:
 
 
 def test_front_end_runs_next_to_torchserve(served) -> None:
-    assert server.running_pid(served.cfg, "v2") is not None
+    assert server.running_pid(served.cfg, "gateway") is not None
 
 
 def test_health_and_server_metadata(served, stub) -> None:
@@ -194,6 +194,18 @@ def test_front_end_has_its_own_metrics(served, v2, sample_jpegs) -> None:
     assert "zooserve_v2_request_duration_seconds_bucket" in text
 
 
+def _when_listening(url: str, proc: subprocess.Popen, timeout: float = 60) -> requests.Response:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return requests.get(url, timeout=5)
+        except requests.ConnectionError:
+            assert proc.poll() is None, "the gateway exited"
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def test_readiness_follows_torchserve_and_stop_ends_the_gateway(tmp_path: Path) -> None:
     """Without TorchServe behind it the gateway is up but not ready (503); ``server.stop`` ends it
     through its pid file."""
@@ -211,7 +223,7 @@ def test_readiness_follows_torchserve_and_stop_ends_the_gateway(tmp_path: Path) 
     try:
         with pytest.raises(errors.ServerError, match="not ready"):
             gateway.wait_ready(cfg, None, 5, proc)
-        r = requests.get(f"{cfg.url('v2_http')}/v2/health/ready", timeout=5)
+        r = _when_listening(f"{cfg.url('v2_http')}/v2/health/ready", proc)  # a loaded machine: slow start
         assert r.status_code == 503 and r.json()["type"] == "Overloaded"
         assert server.stop(cfg)
         deadline = time.monotonic() + 10

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+from tools import require
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -105,15 +105,13 @@ def _compose(*files: Path) -> subprocess.CompletedProcess:
     )
 
 
-needs_compose = pytest.mark.skipif(
-    shutil.which("docker-compose") is None,
-    reason="docker-compose not installed (Debian package docker-compose)",
-)
+@pytest.fixture
+def compose_tool() -> str:
+    return require("docker-compose", "docker-compose")
 
 
-@needs_compose
 @pytest.mark.parametrize("files", [(COMPOSE,), (COMPOSE, COMPOSE_GPU)], ids=["cpu", "gpu-override"])
-def test_compose_config_is_valid(files):
+def test_compose_config_is_valid(files, compose_tool):
     r = _compose(*files)
     assert r.returncode == 0, r.stderr
 
@@ -318,7 +316,7 @@ def test_requirements_pins_reach_the_images():
 
 def test_entrypoint_is_valid_sh():
     script = ROOT / "docker" / "entrypoint.sh"
-    r = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True)
+    r = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     text = script.read_text()
     assert "zooserve serve $MODELS --foreground --bind 0.0.0.0" in text
@@ -479,10 +477,8 @@ def test_prometheus_scrapes_torchserve_and_exporter():
     assert jobs == {"torchserve", "zooserve-handlers", "zooserve-gateway"}
 
 
-@pytest.mark.skipif(
-    shutil.which("promtool") is None, reason="promtool not installed (Debian package prometheus)"
-)
 def test_promtool_check_config():
+    require("promtool", "prometheus")
     r = subprocess.run(
         ["promtool", "check", "config", str(PROM_CONFIG)], capture_output=True, text=True, timeout=60
     )
@@ -574,11 +570,8 @@ def test_dashboard_panels_use_the_provisioned_datasource():
     assert f"./deploy/grafana/dashboards:{path}:ro" in grafana["volumes"]
 
 
-@pytest.mark.skipif(
-    not Path("/usr/bin/prometheus").exists() and shutil.which("prometheus") is None,
-    reason="prometheus not installed (Debian package prometheus)",
-)
 def test_dashboard_queries_parse_in_real_prometheus(tmp_path):
+    require("prometheus", "prometheus")
     """Every panel query (Grafana variables substituted) is accepted by a real Prometheus."""
     import socket
 

@@ -8,6 +8,7 @@ def test_table_maps_every_request_error_to_4xx_and_a_grpc_code() -> None:
     for name in (
         "EmptyBody",
         "InvalidImage",
+        "NoDigitFound",
         "UnsupportedMediaType",
         "ImageTooLarge",
         "PayloadTooLarge",
@@ -19,6 +20,7 @@ def test_table_maps_every_request_error_to_4xx_and_a_grpc_code() -> None:
         assert rows[name].grpc_code in ("INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"), name
     assert rows["ImageTooLarge"].status == 413
     assert rows["UnsupportedMediaType"].status == 415
+    assert rows["NoDigitFound"].status == 422  # a valid image, but nothing for a digit model to read
     assert rows["InferenceFailed"].status == 500  # a model bug is never reported as the client's fault
 
 

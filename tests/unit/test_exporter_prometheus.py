@@ -17,6 +17,7 @@ import time
 import promtest
 import pytest
 import requests
+from tools import require
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -107,10 +108,8 @@ def test_adapt_config_keeps_jobs_and_refuses_remote_targets():
         promtest.adapt_config(["10.0.0.1:8082"])
 
 
-@pytest.mark.skipif(
-    promtest.prometheus_binary() is None, reason="prometheus not installed (Debian package 'prometheus')"
-)
 def test_real_prometheus_scrapes_exporter(exporter, tmp_path):
+    require("prometheus", "prometheus")
     port, mp = exporter
     _record(mp, N)
     prom_port = _free_port()

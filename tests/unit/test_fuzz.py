@@ -23,7 +23,7 @@ from PIL import Image
 
 from zooserve.errors import RequestError
 from zooserve.runtime.bundle import load_bundle
-from zooserve.runtime.images import decode_image_bytes, image_bytes
+from zooserve.runtime.images import DecodeLimits, decode_image_bytes, image_bytes
 from zooserve.runtime.pipeline import Request, run_batch
 from zooserve.runtime.tasks import make_pipeline
 
@@ -135,8 +135,8 @@ def png_with_bad_zlib_checksum() -> bytes:
 def _decode_in_subprocess(data: bytes) -> subprocess.CompletedProcess:
     code = (
         "import sys\nfrom zooserve.errors import RequestError\nfrom zooserve.runtime.images import "
-        "decode_image_bytes\ntry:\n    decode_image_bytes(sys.stdin.buffer.read(), 3, 40_000_000)\n"
-        "except RequestError:\n    pass"
+        "DecodeLimits, decode_image_bytes\ntry:\n    decode_image_bytes(sys.stdin.buffer.read(), "
+        "DecodeLimits(3, 40_000_000, 40_000_000, None))\nexcept RequestError:\n    pass"
     )
     return subprocess.run([sys.executable, "-c", code], input=data, capture_output=True, timeout=120)
 
@@ -173,7 +173,7 @@ def test_valid_images_decode_to_the_requested_channels() -> None:
     """GIF/WebP decoders ignore GRAY mode: 1-channel models (lenet5) must still get 1 channel."""
     for data in SEEDS:
         for channels in (1, 3):
-            img = decode_image_bytes(data, channels=channels, max_pixels=MAX_PIXELS)
+            img = decode_image_bytes(data, DecodeLimits(channels, MAX_PIXELS, MAX_PIXELS, None)).image
             assert img.shape[0] == channels and img.dtype == torch.uint8
 
 
@@ -200,7 +200,8 @@ def pipelines(build_cache) -> dict[str, Any]:
 @given(data=image_payloads, channels=st.sampled_from([1, 3]))
 def test_decode_image_bytes(png_decode_crashes: bool, data: bytes, channels: int) -> None:
     _skip_known_crash(png_decode_crashes, data)
-    img = _only_request_errors(lambda: decode_image_bytes(data, channels=channels, max_pixels=MAX_PIXELS))
+    limits = DecodeLimits(channels, MAX_PIXELS, MAX_PIXELS, None)
+    img = _only_request_errors(lambda: decode_image_bytes(data, limits).image)
     if isinstance(img, torch.Tensor):
         assert img.dtype == torch.uint8 and img.ndim == 3 and img.shape[0] == channels
         assert img.shape[1] * img.shape[2] <= MAX_PIXELS

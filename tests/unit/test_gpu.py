@@ -8,7 +8,7 @@ import torch
 
 from zooserve.export.build import BuildOptions, build
 from zooserve.runtime.bundle import load_bundle
-from zooserve.runtime.images import decode_image_bytes, decode_jpegs_on_gpu
+from zooserve.runtime.images import DecodeLimits, decode_image_bytes, decode_jpegs_on_gpu
 from zooserve.runtime.pipeline import Request, run_batch
 from zooserve.runtime.tasks import make_pipeline
 
@@ -23,7 +23,7 @@ def images(sample_jpegs) -> list[bytes]:
 def test_gpu_decode_matches_cpu_decode(images) -> None:
     gpu = decode_jpegs_on_gpu(images, torch.device("cuda"))
     for data, g in zip(images, gpu, strict=True):
-        cpu = decode_image_bytes(data, 3, 40_000_000)
+        cpu = decode_image_bytes(data, DecodeLimits(3, 40_000_000, 40_000_000, None)).image
         assert g.shape == cpu.shape
         assert (g.cpu().int() - cpu.int()).abs().max() <= 2
 

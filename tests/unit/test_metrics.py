@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-
+import pytest
 from prometheus_client import REGISTRY
 
 from zooserve.runtime import metrics
@@ -16,13 +15,18 @@ def _bucket(le: str, model: str) -> float:
     return value or 0.0
 
 
-def test_a_30ms_stage_lands_between_the_20ms_and_35ms_buckets() -> None:
-    with metrics.timed("unit-test", "inference"):
-        time.sleep(0.03)
-    # 30 ms is 0.03 s: above the 0.02 bucket, inside 0.05. Written as milliseconds ("30") it would
-    # fall outside every bucket below 30 and this would fail.
+def test_a_30ms_stage_is_recorded_as_0_03_seconds(monkeypatch) -> None:
+    """The clock is the test's: the stage takes exactly 30 ms. Recorded as 0.030 it falls in the
+    0.035 bucket and not the 0.02 one; recorded as milliseconds (30) it would land in the 30 bucket
+    and miss 0.035, so this fails on the unit mistake, not on a scheduler's whim."""
+    ticks = iter([100.0, 100.030])
+    monkeypatch.setattr(metrics.time, "perf_counter", lambda: next(ticks))
+    into: dict[str, float] = {}
+    with metrics.timed("unit-test", "inference", into):
+        pass
+    assert into == {"inference": pytest.approx(0.030)}
     assert _bucket("0.02", "unit-test") == 0.0
-    assert _bucket("0.05", "unit-test") == 1.0
+    assert _bucket("0.035", "unit-test") == 1.0
 
 
 def test_buckets_resolve_milliseconds_and_cover_seconds() -> None:

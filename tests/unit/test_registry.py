@@ -64,7 +64,11 @@ def test_unknown_model_is_a_typed_error() -> None:
 
 def test_models_command_prints_the_table() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "zooserve.cli", "models"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "zooserve.cli", "models"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
     ).stdout
     for name in ("lenet5", "resnet50", "vgg16_bn", "bert", "show_attend_tell"):
         assert name in out

@@ -13,7 +13,7 @@ from zooserve import errors
 from zooserve.manifest import ServingOptions
 from zooserve.models.preprocess import normalize, resize_batch
 from zooserve.runtime.bundle import load_bundle
-from zooserve.runtime.images import decode_image_bytes, image_bytes
+from zooserve.runtime.images import DecodeLimits, decode_image_bytes, image_bytes
 from zooserve.runtime.pipeline import Request, run_batch
 from zooserve.runtime.tasks import make_pipeline
 from zooserve.specs import InputSpec
@@ -23,6 +23,7 @@ from make_bad_inputs import image_cases  # noqa: E402
 
 CASES = image_cases()
 MAX_PIXELS = ServingOptions().max_pixels
+EXACT = DecodeLimits(3, MAX_PIXELS, MAX_PIXELS, None)  # torchvision's full-size decode
 SPEC = InputSpec(size=224, resize=256)
 
 
@@ -30,11 +31,11 @@ SPEC = InputSpec(size=224, resize=256)
 def test_decode_corpus(case) -> None:
     request = Request(body=case.data, content_type=case.content_type)
     if case.status is None:
-        img = decode_image_bytes(image_bytes(request), 3, MAX_PIXELS)
+        img = decode_image_bytes(image_bytes(request), EXACT).image
         assert img.dtype == torch.uint8 and img.ndim == 3 and img.shape[0] == 3
     else:
         with pytest.raises(errors.RequestError) as exc:
-            decode_image_bytes(image_bytes(request), 3, MAX_PIXELS)
+            decode_image_bytes(image_bytes(request), EXACT)
         assert (exc.value.status, exc.value.type) == (case.status, case.error_type)
 
 
@@ -45,7 +46,7 @@ def test_decoded_pixels_match_pil(sample_jpegs) -> None:
     from PIL import Image
 
     data = sample_jpegs["china.jpg"]
-    ours = decode_image_bytes(data, 3, MAX_PIXELS).permute(1, 2, 0).numpy().astype(int)
+    ours = decode_image_bytes(data, EXACT).image.permute(1, 2, 0).numpy().astype(int)
     pil = np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
     assert np.abs(ours - pil).max() <= 2  # libjpeg versions may round differently
 
@@ -73,14 +74,6 @@ def test_normalize_equals_torchvision() -> None:
     x = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
     ref = v2.Normalize(SPEC.mean, SPEC.std)(x.float() / 255)
     torch.testing.assert_close(normalize(x, SPEC), ref)
-
-
-def test_light_background_digits_are_inverted_to_training_polarity() -> None:
-    spec = InputSpec(size=4, channels=1, mean=(0.0,), std=(1.0,), invert_light_background=True)
-    dark_ink_on_white = torch.full((1, 1, 4, 4), 255, dtype=torch.uint8)
-    dark_ink_on_white[..., 1:3, 1:3] = 0
-    out = normalize(dark_ink_on_white, spec)
-    assert out[0, 0, 0, 0] == 0.0 and out[0, 0, 1, 1] == 1.0
 
 
 # ---- pipelines over a real exported model --------------------------------------------------------
@@ -152,7 +145,7 @@ def test_tencrop_equals_torchvision_tencrop(build_cache) -> None:
     spec = pipe.spec
     for d, probs in zip(data, got, strict=True):
         img = v2.CenterCrop(spec.resize)(
-            v2.Resize(spec.resize, antialias=True)(decode_image_bytes(d, 3, MAX_PIXELS))
+            v2.Resize(spec.resize, antialias=True)(decode_image_bytes(d, EXACT).image)
         )
         crops = torch.stack(v2.TenCrop(spec.size)(img))
         ref = torch.softmax(bundle.modules["model"](normalize(crops, spec)), 1).mean(0)
@@ -166,7 +159,7 @@ def test_dense_mode_averages_scales_and_flips(build_cache) -> None:
     assert pipe.evaluation == "dense" and pipe.scales == (96, 144, 192) and pipe.flip
     data = _encode_jpeg(7, (150, 200))
     got = pipe.forward(pipe.preprocess([pipe.decode(Request(data))]))[0]
-    img = decode_image_bytes(data, 3, MAX_PIXELS)
+    img = decode_image_bytes(data, EXACT).image
     ref = 0
     for q in pipe.scales:
         x = normalize(v2.CenterCrop(q)(v2.Resize(q, antialias=True)(img))[None], pipe.spec)

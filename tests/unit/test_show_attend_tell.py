@@ -11,6 +11,7 @@ import io
 import json
 import os
 import pickle
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -437,3 +438,48 @@ def test_demo_reaches_bleu4_target() -> None:
 
     _, facts = train_demo()
     assert facts["bleu4_heldout"] >= 0.7
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "args"),
+    [
+        ("torch.nn.modules.linear", "Linear", (200_000, 200_000)),  # 160 GB of weights if constructed
+        ("models", "DecoderWithAttention", (100_000, 100_000, 100_000, 1_000_000)),
+        ("torch.nn.modules.sparse", "Embedding", (10**9, 1024)),
+    ],
+)
+def test_an_allowed_class_cannot_be_called_as_a_memory_bomb(module: str, name: str, args: tuple) -> None:
+    """A pickle may call an allowed class with any arguments (REDUCE): it gets a bare instance,
+    the constructor never runs, nothing is allocated."""
+    from zooserve.models.sat_checkpoint import RestrictedUnpickler
+
+    crafted = b"\x80\x02c" + f"{module}\n{name}\n".encode() + pickle.dumps(args, 2)[2:-1] + b"R."
+    obj = RestrictedUnpickler(io.BytesIO(crafted)).load()
+    assert type(obj).__name__ == name.split(".")[-1] and "_parameters" not in obj.__dict__
+
+
+def test_bytes_of_a_size_is_refused() -> None:
+    from zooserve.models.sat_checkpoint import RestrictedUnpickler
+
+    crafted = b"\x80\x02cbuiltins\nbytes\n" + pickle.dumps((10**11,), 2)[2:-1] + b"R."
+    with pytest.raises(WeightsError, match="refusing"):
+        RestrictedUnpickler(io.BytesIO(crafted)).load()
+
+
+def test_tutorial_checkpoint_builds_through_the_cli(reference_checkpoint, tmp_path: Path) -> None:
+    """``zooserve build show_attend_tell --weights ckpt --word-map wm --trust-pickle``, as a user
+    with the tutorial's BEST_checkpoint runs it: an archive whose captions are the reference's."""
+    path, wm, _, _ = reference_checkpoint
+    out = tmp_path / "store"
+    cmd = [sys.executable, "-m", "zooserve.cli", "build", "show_attend_tell", "--format", "torchscript",
+           "--weights", str(path), "--word-map", str(wm), "--trust-pickle", "--out", str(out)]  # fmt: skip
+    run = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (out / "show_attend_tell.mar").is_file() and "weights=user" in run.stdout
+    from zooserve.runtime.bundle import load_bundle
+
+    bundle = load_bundle(tmp_path / ".zooserve" / "builds" / "show_attend_tell", device="cpu")
+    assert bundle.manifest.weights == "user" and bundle.manifest.metadata["source_format"] != "zooserve-sat"
+    without = [c for c in cmd if c != "--trust-pickle"]
+    refused = subprocess.run(without, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert refused.returncode == 2 and "--trust-pickle" in refused.stderr  # no pickle without the opt-in

@@ -16,12 +16,16 @@ from zooserve import errors
 from zooserve._proto import grpc_predict_v2_pb2 as v2pb
 from zooserve._proto import open_inference_grpc_pb2 as tspb
 from zooserve.serving import oip
+from zooserve.serving.calls import DEADLINE, REQUEST_ID
 from zooserve.serving.catalog import Catalog
+from zooserve.serving.dispatch import Dispatcher
+from zooserve.serving.telemetry import Telemetry
 from zooserve.serving.v2 import rest_api
 from zooserve.serving.v2.backend import backend_error
 from zooserve.serving.v2.frontend import Frontend
 from zooserve.serving.v2.metrics import Metrics
 from zooserve.serving.v2.pbconv import answer_from_pb, answer_to_pb, call_from_pb, call_to_pb
+from zooserve.serving.v2.tasks import spec_for
 from zooserve.serving.v2.tensors import (
     InferAnswer,
     InferCall,
@@ -147,8 +151,9 @@ def _store(tmp_path: Path, name: str, task: str) -> Catalog:
 def test_catalog_reads_the_task_from_the_archive(tmp_path: Path) -> None:
     cat = _store(tmp_path, "net", "caption")
     info = cat.get("net")
-    assert (info.task, info.platform, info.spec.input.name) == ("caption", "pytorch_aoti", "image")
-    assert info.spec.output_names() == ["predictions", "caption", "score"]
+    spec = spec_for(info.task)
+    assert (info.task, info.platform, spec.input.name) == ("caption", "pytorch_aoti", "image")
+    assert spec.output_names() == ["predictions", "caption", "score"]
     assert cat.get("elsewhere").task is None  # no archive: generic description
     with pytest.raises(errors.ModelNotFound):
         cat.get("../net")
@@ -185,7 +190,8 @@ class FakeTorchServe:
 
 @pytest.fixture
 def front(tmp_path: Path) -> Frontend:
-    return Frontend(FakeTorchServe(), _store(tmp_path, "net", "classify"), Metrics())  # type: ignore[arg-type]
+    dispatcher = Dispatcher(_store(tmp_path, "net", "classify"), Telemetry())
+    return Frontend(FakeTorchServe(), dispatcher, Metrics())  # type: ignore[arg-type]
 
 
 def _infer(front: Frontend, call: InferCall, raw: bytes | None = None) -> InferAnswer:
@@ -215,12 +221,16 @@ def test_unchanged_bytes_fast_path_and_parameters_as_options(front: Frontend) ->
     call.model = "net"
     raw = call_to_pb(call, raw=False).SerializeToString()
     _infer(front, call, raw=raw)
-    assert front.backend.requests[-1] == raw  # type: ignore[attr-defined]
+    forwarded = front.backend.requests[-1]  # type: ignore[attr-defined]
+    assert forwarded.startswith(raw)  # unchanged, with the gateway's id and deadline appended
+    extra = tspb.ModelInferRequest.FromString(forwarded[len(raw) :])
+    assert sorted(t.name for t in extra.inputs) == sorted([DEADLINE, REQUEST_ID])
     call.parameters = {"topk": 2, "binary_data_output": True}
     call.outputs = ["indices"]
     answer = _infer(front, call)
     sent = tspb.ModelInferRequest.FromString(front.backend.requests[-1])  # type: ignore[attr-defined]
-    assert [(t.name, t.contents.bytes_contents[0]) for t in sent.inputs[1:]] == [("x-topk", b"2")]
+    options = [(t.name, t.contents.bytes_contents[0]) for t in sent.inputs[1:]]
+    assert [o for o in options if o[0] not in (DEADLINE, REQUEST_ID)] == [("x-topk", b"2")]
     assert [t.name for t in answer.outputs] == ["indices"]
 
 

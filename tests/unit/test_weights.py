@@ -68,7 +68,9 @@ def test_bad_weights_are_clear_errors(tmp_path: Path, kind: str) -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "zooserve.cli", *args], capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "zooserve.cli", *args], capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.mark.parametrize(

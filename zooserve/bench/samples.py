@@ -1,5 +1,6 @@
 """Sample request bodies made from what packages ship (nothing downloaded): scikit-learn's two
-bundled photos and digits, generated JPEGs of other sizes, short and long texts.
+bundled photos and digits, digits drawn with Pillow, generated JPEGs of other sizes, short and
+long texts.
 
 Benchmarks, ``zooserve tune``, the demo, the Locust load test and the tests all take their bodies
 from here. Only numpy, Pillow and scikit-learn: the Locust image imports it without torch.
@@ -53,6 +54,40 @@ def digit_pngs(count: int = 20) -> list[tuple[bytes, int]]:
     ]
 
 
+# pen strokes of a few digits, in fractions of the canvas: how a person draws them with a mouse
+STROKES: dict[int, list[list[tuple[float, float]]]] = {
+    1: [[(0.38, 0.28), (0.56, 0.12), (0.56, 0.88)]],
+    4: [[(0.62, 0.88), (0.62, 0.12), (0.18, 0.62), (0.82, 0.62)]],
+    7: [[(0.22, 0.16), (0.8, 0.16), (0.42, 0.88)], [(0.38, 0.52), (0.72, 0.52)]],
+}
+
+
+def drawn_digits() -> list[tuple[str, bytes, int]]:
+    """(name, PNG bytes, true digit) for digits drawn with Pillow as a user would make them: pen
+    strokes, off-centre on a white page, and digits typed in Pillow's own font (a font the model
+    never saw), white on black and black on grey, at sizes unlike the training set's."""
+    from PIL import ImageDraw, ImageFont
+
+    out = []
+    for d, strokes in STROKES.items():
+        img = Image.new("L", (240, 200), 255)
+        draw = ImageDraw.Draw(img)
+        for line in strokes:  # the digit in the left part of the page, 60 % of its height
+            draw.line([(30 + 120 * x, 30 + 120 * y) for x, y in line], fill=20, width=9, joint="curve")
+        out.append((f"drawn_pen_{d}.png", _encode(img, "PNG"), d))
+    for d, (ink, paper, side) in {
+        1: (0, 255, 90),
+        2: (255, 0, 64),
+        5: (30, 190, 150),
+        9: (0, 255, 300),
+    }.items():
+        img = Image.new("L", (side, side), paper)
+        font = ImageFont.load_default(side // 2)
+        ImageDraw.Draw(img).text((side * 0.55, side * 0.45), str(d), fill=ink, font=font, anchor="mm")
+        out.append((f"drawn_font_{d}.png", _encode(img, "PNG"), d))
+    return out
+
+
 def body_for(channels: int | None) -> tuple[bytes, str]:
     """One representative body and its content type: a photo for RGB models, a digit for 1-channel
     models, a sentence for text models (``channels`` None)."""
@@ -75,6 +110,8 @@ def write_samples(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for i, (png, label) in enumerate(digit_pngs(5)):
         (folder / f"digit_{i}_label{label}.png").write_bytes(png)
+    for name, png, _ in drawn_digits():
+        (folder / name).write_bytes(png)
     for name, data in photo_jpegs().items():
         (folder / name).write_bytes(data)
     return folder

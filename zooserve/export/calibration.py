@@ -2,8 +2,9 @@
 
 Nothing is downloaded: ImageNet-class models use crops of scikit-learn's two bundled photos plus
 generated images (smooth colour fields, stripes, checkerboards); LeNet-5 uses the digits split
-(train part to calibrate, held-out part to evaluate). Calibration and evaluation never share
-images (different seeds / splits). Everything goes through the model's own InputSpec.
+(train part to calibrate) and evaluates on both its held-out sets (scikit-learn's held-out digits
+and the "digits as sent" set). Calibration and evaluation never share images (different seeds /
+splits). Everything goes through the model's own InputSpec.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from torch.nn import functional as TF
 from torchvision.io import ImageReadMode, decode_image, read_file
 
 from zooserve.errors import ConfigError
-from zooserve.models.lenet import digits_split
+from zooserve.models.digits import as_sent_set, digit_batch
+from zooserve.models.lenet import AS_SENT_IMAGES, digits_split, sent_digits
 from zooserve.models.preprocess import normalize, resize_batch
 from zooserve.specs import ModelSpec
 
@@ -64,19 +66,23 @@ def evaluation_set(spec: ModelSpec) -> tuple[torch.Tensor, torch.Tensor | None]:
     assert spec.input is not None
     if _is_digits(spec):
         _, _, x, y = digits_split()
-        return to_batch(spec, list(x)), y
+        sent, sent_labels = sent_digits(as_sent_set(AS_SENT_IMAGES))
+        return to_batch(spec, [*x, *sent]), torch.cat([y, sent_labels])
     return to_batch(spec, generated_images(EVALUATION, seed=2)), None
 
 
 def to_batch(
     spec: ModelSpec, images: list[torch.Tensor], side: tuple[int, int] | None = None
 ) -> torch.Tensor:
-    """The serving preprocessing (resize + centre crop + normalise), optionally to another size
-    (the dense target's example size)."""
+    """The serving preprocessing (resize + centre crop + normalise, or the digits' framing),
+    optionally to another size (the dense target's example size)."""
     assert spec.input is not None
-    if spec.input.channels == 3:
-        images = [im.expand(3, -1, -1) if im.shape[0] == 1 else im[:3] for im in images]
-    x = normalize(resize_batch(images, spec.input), spec.input)
+    if spec.input.ink_box is not None:
+        x = digit_batch(images, spec.input)[0]
+    else:
+        if spec.input.channels == 3:
+            images = [im.expand(3, -1, -1) if im.shape[0] == 1 else im[:3] for im in images]
+        x = normalize(resize_batch(images, spec.input), spec.input)
     if side is not None and tuple(side) != tuple(x.shape[-2:]):
         x = TF.interpolate(x, size=tuple(side), mode="bilinear", align_corners=False)
     return x.contiguous()

@@ -1,7 +1,8 @@
 """Image preprocessing driven by a model's InputSpec, over whole batches: images with the same
 shape are resized together, then one crop, one dtype conversion and one normalisation for the
 batch. Serving, calibration, gates, tests and benchmarks all call these, so every path feeds the
-network the same pixels."""
+network the same pixels. Digit models (``InputSpec.ink_box``) are framed by their ink instead:
+``zooserve.models.digits``."""
 
 from __future__ import annotations
 
@@ -64,11 +65,6 @@ def _cut_to_aspect(img: torch.Tensor, aspect: int) -> torch.Tensor:
 def normalize(batch: torch.Tensor, spec: InputSpec, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 (N, C, H, W) -> normalised float, in one pass over the batch."""
     x = batch.to(dtype, memory_format=torch.contiguous_format).div_(255.0)
-    if spec.invert_light_background:
-        # bright border means dark ink on light paper: invert those images to the training polarity
-        border = torch.cat([x[:, :, 0], x[:, :, -1], x[:, :, :, 0], x[:, :, :, -1]], dim=2).mean(dim=(1, 2))
-        light = (border > 0.5).view(-1, 1, 1, 1)
-        x = torch.where(light, 1.0 - x, x)
     mean = torch.tensor(spec.mean, dtype=dtype, device=x.device).view(1, -1, 1, 1)
     std = torch.tensor(spec.std, dtype=dtype, device=x.device).view(1, -1, 1, 1)
     return x.sub_(mean).div_(std)

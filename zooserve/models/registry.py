@@ -55,8 +55,9 @@ _register(
         task=Task.CLASSIFY,
         family="lenet",
         prepare=prepare_classifier,
-        description="LeNet-5, trained at build time on scikit-learn's digits",
-        input=InputSpec(size=32, channels=1, mean=(0.3,), std=(0.4,), invert_light_background=True),
+        description="LeNet-5, trained at build time on scikit-learn's digits and digits rendered from fonts",
+        # framed as MNIST frames digits (20 px box, centre of mass); mean/std of the framed training set
+        input=InputSpec(size=32, channels=1, mean=(0.09,), std=(0.23,), ink_box=20),
         num_classes=10,
         label_source="digits",
         dense=True,

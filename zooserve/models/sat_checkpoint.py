@@ -9,6 +9,7 @@ are then converted to state_dicts and never used as loaded.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import pickle
@@ -153,10 +154,9 @@ _MAPPED: dict[tuple[str, str], Any] = {
 _EXACT = {
     ("collections", "OrderedDict"),
     ("collections", "defaultdict"),
-    *(
-        ("builtins", n)
-        for n in ("dict", "set", "frozenset", "list", "tuple", "int", "float", "bool", "str", "bytes")
-    ),
+    # containers that protocol 2 rebuilds by a call (their contents come from the pickle itself);
+    # not bytes/bytearray, whose call with a number allocates that many bytes
+    *(("builtins", n) for n in ("dict", "set", "frozenset", "list", "tuple", "int", "float", "bool", "str")),
     *(
         ("torch._utils", n)
         for n in (
@@ -175,11 +175,25 @@ _EXACT = {
 _MODULE_PREFIXES = ("torch.nn.modules.", "torchvision.models.")
 
 
+@functools.cache
+def _uninitialised(cls: type) -> type:
+    """A stand-in for ``cls`` through which a pickle can only make a bare instance, whatever
+    arguments it passes (``cls(*args)`` or ``cls.__new__(cls, *args)``): the constructor never
+    runs, so ``Linear(10**6, 10**6)`` cannot allocate 4 TB; the instance's state comes from the
+    pickle's BUILD step, as for any pickled object."""
+
+    def new(_proxy: type, *_args: Any, **_kwargs: Any) -> Any:
+        return cls.__new__(cls)
+
+    return type(f"Uninitialised{cls.__name__}", (), {"__new__": new})
+
+
 def _allowed(module: str, name: str) -> Any:
     """The object a pickle may reference, or None."""
     module = "builtins" if module == "__builtin__" else module
     if (module, name) in _MAPPED:
-        return _MAPPED[(module, name)]
+        obj = _MAPPED[(module, name)]
+        return _uninitialised(obj) if isinstance(obj, type) else obj
     if "." in name or name.startswith("__"):
         return None
     if (module, name) in _EXACT:
@@ -191,7 +205,7 @@ def _allowed(module: str, name: str) -> Any:
         if isinstance(obj, type) and issubclass(obj, torch.optim.Optimizer):
             return _Discarded
         if isinstance(obj, type) and issubclass(obj, nn.Module) and module.startswith(_MODULE_PREFIXES):
-            return obj
+            return _uninitialised(obj)
     return None
 
 

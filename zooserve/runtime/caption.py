@@ -50,9 +50,8 @@ class CaptionPipeline(Pipeline):
         return CaptionItem(decoded.image, decoded.declared_pixels, flag_option(request, "attention"), options)
 
     def example_item(self) -> CaptionItem:
-        side = int((self.limits.min_side or self.spec.size) * 1.5)
-        image = torch.zeros(3, side, side * 4 // 3, dtype=torch.uint8)
-        return CaptionItem(image, image[0].numel(), False, self.defaults)
+        image = images.warmup_image(3, self.limits.min_side or self.spec.size)
+        return CaptionItem(image, 0, False, self.defaults)
 
     def preprocess(self, items: list[CaptionItem]) -> tuple[torch.Tensor, list[BeamOptions]]:
         images.check_batch_pixels([it.pixels for it in items], self.batch_pixels)  # run_batch splits

@@ -13,8 +13,9 @@ from typing import Any
 import torch
 from torchvision.transforms.v2 import functional as F
 
-from zooserve.errors import ConfigError
+from zooserve.errors import ConfigError, RequestError
 from zooserve.export.dense import scores_from_map
+from zooserve.models.digits import CANVAS, digit_batch
 from zooserve.models.preprocess import normalize, resize_batch
 from zooserve.runtime.bundle import Bundle
 from zooserve.runtime.images import (
@@ -24,6 +25,7 @@ from zooserve.runtime.images import (
     image_bytes,
     limits_for,
     probe,
+    warmup_image,
 )
 from zooserve.runtime.options import int_option
 from zooserve.runtime.pipeline import Pipeline, Request
@@ -36,6 +38,7 @@ class Item:
     topk: int
     pixels: int  # declared by the image's header: what the batch budget counts
     jpeg: bytes = b""
+    error: RequestError | None = None  # found by the batch's preprocessing: answered alone, as 4xx
 
 
 def topk_predictions(probs: torch.Tensor, ks: list[int], labels: Sequence[str]) -> list[list[dict[str, Any]]]:
@@ -67,6 +70,8 @@ class ClassifyPipeline(Pipeline):
         self.flip = opts.flip
         self.batch_pixels = opts.max_batch_pixels
         cover = max(self.scales) if self.evaluation == Evaluation.DENSE and self.scales else self.spec.resize
+        if self.spec.ink_box is not None:  # digits are framed on a working canvas, not at model size
+            cover = CANVAS
         self.limits = limits_for(self.spec.channels, opts, cover or self.spec.size)
         self.gpu_decode = bundle.device.type == "cuda" and self.spec.channels == 3
         if self.evaluation == Evaluation.DENSE and (self.dense_model is None or not self.scales):
@@ -83,10 +88,7 @@ class ClassifyPipeline(Pipeline):
         return Item(decoded.image, topk, decoded.declared_pixels)
 
     def example_item(self) -> Item:
-        """A photo-sized image: larger than the model's input, so warm-up resizes as requests do."""
-        side = int((self.limits.min_side or self.spec.size) * 1.5)
-        image = torch.zeros(self.spec.channels, side, side * 4 // 3, dtype=torch.uint8)
-        return Item(image, self.topk, image[0].numel())
+        return Item(warmup_image(self.spec.channels, self.limits.min_side or self.spec.size), self.topk, 0)
 
     def _images(self, items: list[Item]) -> list[torch.Tensor]:
         """Every item's image on the model's device: pending JPEGs in one GPU decode, the rest
@@ -110,6 +112,8 @@ class ClassifyPipeline(Pipeline):
         the model's device (``_images`` put the images there)."""
         check_batch_pixels([it.pixels for it in items], self.batch_pixels)  # run_batch splits the batch
         images = self._images(items)
+        if self.spec.ink_box is not None:
+            return self._digits(images, items)
         if self.evaluation == Evaluation.CENTER:
             return [normalize(resize_batch(images, self.spec), self.spec)]
         if self.evaluation == Evaluation.TENCROP:
@@ -140,9 +144,26 @@ class ClassifyPipeline(Pipeline):
     def _probs(self, x: torch.Tensor, model: Any = None) -> torch.Tensor:
         return torch.softmax(scores_from_map((model or self.model)(x)).float(), dim=1)
 
-    def postprocess(self, outputs: torch.Tensor, items: list[Item]) -> list[dict[str, Any]]:
+    def _digits(self, images: list[torch.Tensor], items: list[Item]) -> list[torch.Tensor]:
+        """Digit models: the batch framed by its ink (zooserve.models.digits); an image without a
+        readable digit is marked on its item (postprocess answers it with the error) and the rest
+        of the batch goes on."""
+        sides = self.scales if self.evaluation == Evaluation.DENSE else [self.spec.size]
+        batches = []
+        for side in sides:
+            x, errors = digit_batch(images, self.spec, side)
+            batches.append(x.to(self.bundle.device))
+        for it, err in zip(items, errors, strict=True):
+            it.error = err
+        if self.evaluation == Evaluation.TENCROP:
+            crops = F.ten_crop(batches[0], [self.spec.size, self.spec.size])
+            return [torch.stack(crops, dim=1).flatten(0, 1)]
+        return batches
+
+    def postprocess(self, outputs: torch.Tensor, items: list[Item]) -> list[dict[str, Any] | RequestError]:
         preds = topk_predictions(outputs.cpu(), [it.topk for it in items], self.labels)
         return [
-            {"model": self.model_name, "weights": self.bundle.manifest.weights.value, "predictions": p}
-            for p in preds
+            it.error
+            or {"model": self.model_name, "weights": self.bundle.manifest.weights.value, "predictions": p}
+            for it, p in zip(items, preds, strict=True)
         ]

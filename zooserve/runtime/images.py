@@ -4,14 +4,18 @@
    TIFF); only that format's Pillow plugin ever sees the bytes.
 2. The declared size is read from the header alone and checked against the budgets before any
    pixel is decoded: ``max_pixels`` for what an image may declare, ``max_decoded_pixels`` for what
-   may be decoded at full resolution (every format but a JPEG decoded at reduced scale).
+   may be decoded at full resolution (PNG, GIF, WebP, BMP, TIFF: formats without a reduced-size
+   decode, whose cost is their pixel count). In ``exact`` mode JPEGs decode at full size, bounded
+   by ``max_pixels`` alone: that mode's cost is the photo's, by choice.
 3. One frame only (animated GIF/WebP, multi-page TIFF), decoded to uint8 CHW.
 
 JPEGs in ``fast`` mode are decoded by libjpeg-turbo directly at the smallest DCT scale (1/2, 1/4,
 1/8) whose shorter side still covers ``min_side`` (the model's resize side), through Pillow's
 ``draft``; ``exact`` mode decodes at full size with torchvision (the pixels torchvision's own
-transforms see). PNG goes through Pillow: torchvision 0.29's decode_png crashes the process
-(SIGSEGV) on some corrupt IDAT streams.
+transforms see). Other formats have no reduced-size decode: in ``fast`` mode their pixels are
+box-reduced right after decoding (``Image.reduce``) by the largest integer factor that keeps
+``min_side``, which makes the model's resize nearly free. PNG goes through Pillow: torchvision
+0.29's decode_png crashes the process (SIGSEGV) on some corrupt IDAT streams.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageStat
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from zooserve.errors import EmptyBody, ImageTooLarge, InvalidImage, UnsupportedMediaType
@@ -72,6 +76,13 @@ def check_batch_pixels(declared: Sequence[int], budget: int) -> None:
         raise ImageTooLarge(f"batch of {len(declared)} images declares {total} pixels; the limit is {budget}")
 
 
+def warmup_image(channels: int, cover: int) -> torch.Tensor:
+    """A photo-shaped (4:3) image 1.5x the side the model resizes to: warm-up resizes as requests do.
+    Items made from it declare 0 pixels: warm-up is the model's fixed cost, not a request's."""
+    side = int(cover * 1.5)
+    return torch.zeros(channels, side, side * 4 // 3, dtype=torch.uint8)
+
+
 def image_bytes(request: Request) -> bytes:
     """The raw image from a request body (REST body, multipart field or gRPC input)."""
     body = request.body
@@ -105,8 +116,9 @@ def decode_image_bytes(data: bytes, limits: DecodeLimits) -> Decoded:
     fmt, declared = probe(data, limits)
     with _open(data, fmt) as im:
         reduction = jpeg_reduction(im.size, limits.min_side) if fmt == "JPEG" else 1
-        if fmt == "JPEG" and reduction == 1:  # exact mode, or a photo too small to scale
-            _check_budget(*im.size, limits.max_decoded_pixels, "would decode to")
+        if fmt == "JPEG" and reduction == 1:  # exact mode (its cost is the photo's), or too small to scale
+            if limits.min_side is not None:
+                _check_budget(*im.size, limits.max_decoded_pixels, "would decode to")
             return Decoded(_decode_jpeg_full(data, limits.channels), declared)
         try:
             if reduction > 1:  # libjpeg-turbo decodes in the DCT domain at 1/reduction scale
@@ -114,7 +126,9 @@ def decode_image_bytes(data: bytes, limits: DecodeLimits) -> Decoded:
                 im.draft("RGB" if limits.channels == 3 else "L", (width // reduction, height // reduction))
             _check_budget(*im.size, limits.max_decoded_pixels, "would decode to")
             im.seek(0)  # first frame of an animation or of a multi-page TIFF
-            return Decoded(_to_tensor(im, limits.channels), declared)
+            return Decoded(
+                _to_tensor(im, limits.channels, limits.min_side if fmt != "JPEG" else None), declared
+            )
         except (ImageTooLarge, InvalidImage):
             raise
         except Exception as e:  # noqa: BLE001 - Pillow raises many types for corrupt data
@@ -147,14 +161,36 @@ def _check_budget(width: int, height: int, budget: int, verb: str) -> None:
         raise ImageTooLarge(f"image {verb} {width}x{height} = {width * height} pixels; the limit is {budget}")
 
 
-def _to_tensor(im: Image.Image, channels: int) -> torch.Tensor:
+def _to_tensor(im: Image.Image, channels: int, min_side: int | None = None) -> torch.Tensor:
+    """``min_side`` (fast mode): box-reduce by the largest integer factor that keeps the shorter
+    side at least that long, as libjpeg's DCT scaling does for JPEG; the model's resize follows."""
     if im.mode.startswith("I"):  # 16/32-bit grey: Pillow clips on convert, so scale first
-        im = im.point(lambda v: v / 256)
-    im = im.convert("RGB" if channels == 3 else "L")
+        im = im.convert("I").point(lambda v: v / 256)  # "I" first: point() refuses big-endian I;16B
+    if channels == 1 and (im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info):
+        im = _flatten_alpha(im)  # grey models read drawings; RGB models keep torchvision's pixels
+    mode = "RGB" if channels == 3 else "L"
+    if im.mode != mode:
+        im = im.convert(mode)
+    factor = min(im.size) // min_side if min_side else 1
+    if factor >= 2:
+        im = im.reduce(factor)
     array = np.asarray(im).reshape(im.height, im.width, channels)  # one copy out of Pillow
     with warnings.catch_warnings():  # read-only memory shared, never written in place downstream
         warnings.simplefilter("ignore", UserWarning)
         return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def _flatten_alpha(im: Image.Image) -> Image.Image:
+    """Transparent pixels onto plain paper that contrasts with the opaque ones: a drawing saved from
+    a canvas (often black strokes on transparent black) keeps its strokes instead of vanishing."""
+    im = im.convert("RGBA")
+    alpha = im.getchannel("A")
+    if alpha.getextrema()[0] == 255:
+        return im.convert("RGB")
+    opaque = alpha.point(lambda a: 255 if a >= 128 else 0)
+    shade = ImageStat.Stat(im.convert("L"), opaque).mean[0] if opaque.getbbox() else 0.0
+    paper = 255 if shade < 128 else 0
+    return Image.alpha_composite(Image.new("RGBA", im.size, (paper, paper, paper, 255)), im).convert("RGB")
 
 
 def _decode_jpeg_full(data: bytes, channels: int) -> torch.Tensor:

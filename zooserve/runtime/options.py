@@ -15,8 +15,8 @@ from typing import Any
 from zooserve.errors import InvalidParameter
 from zooserve.runtime.pipeline import Request
 
-_INT = re.compile(r"[+-]?\d{1,12}")
-_FLOAT = re.compile(r"[+-]?(\d{1,12}(\.\d{0,12})?|\.\d{1,12})([eE][+-]?\d{1,3})?")
+_INT = re.compile(r"[+-]?\d{1,12}", re.ASCII)
+_FLOAT = re.compile(r"[+-]?(\d{1,12}(\.\d{0,12})?|\.\d{1,12})([eE][+-]?\d{1,3})?", re.ASCII)
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
@@ -36,7 +36,7 @@ def int_option(request: Request, name: str, default: int, lo: int, hi: int) -> i
         raise InvalidParameter(f"{name} must be an integer, got {type(raw).__name__}")
     if isinstance(raw, str):
         if not _INT.fullmatch(raw.strip()):
-            raise InvalidParameter(f"{name} must be an integer, got {raw[:40]!r}")
+            raise InvalidParameter(f"{name} must be an integer, got {_short(raw)}")
         value = int(raw.strip())
     elif isinstance(raw, float):
         if not (math.isfinite(raw) and raw.is_integer()):
@@ -55,8 +55,10 @@ def float_option(request: Request, name: str, default: float, lo: float, hi: flo
         return default
     if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
         raise InvalidParameter(f"{name} must be a number, got {type(raw).__name__}")
-    if isinstance(raw, str) and not _FLOAT.fullmatch(raw.strip()):
-        raise InvalidParameter(f"{name} must be a number, got {raw[:40]!r}")
+    if isinstance(raw, str):
+        raw = raw.strip()
+        if not _FLOAT.fullmatch(raw):
+            raise InvalidParameter(f"{name} must be a number, got {_short(raw)}")
     value = float(raw) if not isinstance(raw, int) or abs(raw) < 2**53 else math.inf
     if not (math.isfinite(value) and lo <= value <= hi):
         raise InvalidParameter(f"{name} must be between {lo} and {hi}, got {_short(raw)}")
@@ -79,5 +81,8 @@ def flag_option(request: Request, name: str) -> bool:
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    """A value for an error message, cut short; never raises (``repr`` of a 5000-digit int does)."""
+    if isinstance(value, int) and not -(10**40) < value < 10**40:
+        return f"an integer of about {int(abs(value).bit_length() * 0.30103)} digits"
+    text = repr(value[:80] if isinstance(value, str) else value)
     return text if len(text) <= 40 else text[:37] + "..."

@@ -68,7 +68,8 @@ class Admission:
     def limit(self, model: str) -> int:
         m = self._model(model)
         p = m.policy
-        return max(p.floor, min(p.cap, math.ceil(self.rate(model) * p.deadline_s * HEADROOM)))
+        want = self.rate(model) * p.deadline_s * HEADROOM
+        return max(p.floor, min(p.cap, math.ceil(want) if math.isfinite(want) else p.cap))
 
     def in_flight(self, model: str) -> int:
         return self._model(model).in_flight

@@ -26,7 +26,7 @@ from zooserve.manifest import CONFIG_FILE, MANIFEST_FILE, ServingOptions
 from zooserve.serving.admission import Policy
 
 RECHECK_S = 1.0
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")  # fullmatch: no trailing newline
 QUEUE_SIZE = 256  # TorchServe's job_queue_size in our config.properties (per model by default)
 
 
@@ -43,12 +43,23 @@ def default_policy() -> Policy:
 
 
 def policy_from(config: dict[str, Any]) -> Policy:
-    """Admission policy from a model-config.yaml mapping (TorchServe's keys and ours)."""
-    section = config.get("zooserve") or {}
-    deadline_ms = section.get("deadline_ms", ServingOptions.deadline_ms)
-    batch = int(config.get("batchSize", 1)) * int(config.get("maxWorkers", config.get("minWorkers", 1)))
-    cap = int(config.get("jobQueueSize", QUEUE_SIZE))
-    return Policy(deadline_s=float(deadline_ms) / 1e3, floor=min(cap, max(4, 2 * batch)), cap=cap)
+    """Admission policy from a model-config.yaml mapping (TorchServe's keys and ours); a value
+    that is missing, not a number or out of range takes its default."""
+    section = config.get("zooserve")
+    section = section if isinstance(section, dict) else {}
+    deadline_ms = _number(section.get("deadline_ms"), ServingOptions.deadline_ms, 1, 3_600_000)
+    workers = config.get("maxWorkers", config.get("minWorkers"))
+    batch = _number(config.get("batchSize"), 1, 1, 4096) * _number(workers, 1, 1, 256)
+    cap = int(_number(config.get("jobQueueSize"), QUEUE_SIZE, 1, 1_000_000))
+    return Policy(deadline_s=deadline_ms / 1e3, floor=min(cap, max(4, 2 * int(batch))), cap=cap)
+
+
+def _number(value: Any, default: float, lo: float, hi: float) -> float:
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value)  # TorchServe reads quoted numbers too
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+        return default  # also NaN and infinities: both fail the range check
+    return value
 
 
 class Catalog:
@@ -61,7 +72,7 @@ class Catalog:
         hit = self._cache.get(name)
         if hit is not None and now - hit[0] < RECHECK_S:
             return hit[2]
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise ModelNotFound(f"model {name!r} is not served")
         path = self.model_store / f"{name}.mar"
         try:
@@ -80,6 +91,8 @@ def _read(name: str, path: Path) -> ModelInfo:
             meta = json.loads(mar.read(MANIFEST_FILE))
             config = yaml.safe_load(mar.read(CONFIG_FILE)) if CONFIG_FILE in mar.namelist() else {}
     except (OSError, KeyError, ValueError, yaml.YAMLError, zipfile.BadZipFile):
+        return ModelInfo(name, None, "torchserve", default_policy())
+    if not isinstance(meta, dict):
         return ModelInfo(name, None, "torchserve", default_policy())
     task = str(meta.get("task", "")) or None
     policy = policy_from(config if isinstance(config, dict) else {})

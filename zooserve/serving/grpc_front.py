@@ -79,6 +79,10 @@ def inference_handler(backend: Backend, dispatcher: Dispatcher) -> grpc.GenericR
                     outcome.code = e.code().name
                     if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                         raise DeadlineExceeded("no answer before the request's deadline") from None
+                    if "ModelNotFoundException" in (e.details() or "") or "ModelVersionNotFound" in (
+                        e.details() or ""
+                    ):
+                        await context.abort(grpc.StatusCode.NOT_FOUND, e.details() or "")
                     await context.abort(e.code(), e.details() or "")
                     raise AssertionError("unreachable") from None
                 outcome.answered = True  # (TorchServe's gRPC answer carries no handler timing)

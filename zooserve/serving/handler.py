@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import time
 import uuid
 from pathlib import Path
@@ -27,6 +28,7 @@ from zooserve.runtime.tasks import make_pipeline
 from zooserve.serving import oip
 
 REQUEST_ID_HEADER = "x-request-id"
+_ID = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII: echoed as a header and logged
 DEADLINE_HEADER = "x-zooserve-deadline"  # absolute, ms since the epoch: set by the gateway
 TIMEOUT_HEADER = "x-request-timeout-ms"  # relative, from a client talking to TorchServe directly
 TIMING_HEADER = "X-Zooserve-Timing"  # batch start and stage seconds, read back by the gateway
@@ -48,6 +50,7 @@ def _initialize(context: Any) -> Pipeline:
     # TorchServe leaves torch threads at its default; workers x threads must fit the cores
     torch.set_num_threads(bundle.options.threads)
     pipeline = make_pipeline(bundle)
+    pipeline.model_name = getattr(context, "model_name", None) or bundle.name  # as served (metrics, answers)
     batch_size = int(config.get("batchSize") or context.system_properties.get("batch_size") or 1)
     seconds = pipeline.warmup(warmup_sizes(batch_size))  # before TorchServe marks the worker READY
     request_log.info(json.dumps({"event": "warm", "model": bundle.name, "seconds": round(seconds, 3)}))
@@ -140,7 +143,7 @@ def _answer(pipeline: Pipeline, data: list[dict[str, Any]], context: Any) -> lis
                 v2[idx] = request.body
                 request = oip.to_request(request.body, request.headers)  # its x-NAME inputs are headers
                 request.deadline = deadline(request.headers)
-            ids[idx] = request.headers.get(REQUEST_ID_HEADER) or ids[idx]
+            ids[idx] = _valid_id(request.headers.get(REQUEST_ID_HEADER)) or ids[idx]
             requests.append(request)
         except Exception as e:  # noqa: BLE001 - an unreadable request fails alone
             requests.append(MalformedRequest(f"cannot read the request: {type(e).__name__}: {str(e)[:200]}"))
@@ -163,8 +166,13 @@ def _answer(pipeline: Pipeline, data: list[dict[str, Any]], context: Any) -> lis
 def _request_id(context: Any, idx: int) -> str:
     """The client's X-Request-Id when it sent one (REST header), else TorchServe's own id."""
     headers = context.get_all_request_header(idx) or {}
-    given = next((v for k, v in headers.items() if k.lower() == REQUEST_ID_HEADER and isinstance(v, str)), "")
-    return given[:128] or str(context.get_request_id(idx) or uuid.uuid4().hex)
+    given = next((v for k, v in headers.items() if k.lower() == REQUEST_ID_HEADER), None)
+    return _valid_id(given) or str(context.get_request_id(idx) or uuid.uuid4().hex)
+
+
+def _valid_id(value: Any) -> str | None:
+    """A client's request id, cut to 128 characters, if it is printable ASCII; else None."""
+    return value[:128] if isinstance(value, str) and _ID.fullmatch(value[:128]) else None
 
 
 def _log_line(model: str, request_id: str, resp: Response, batch: int, times: BatchTimes) -> str:
@@ -184,11 +192,12 @@ def _log_line(model: str, request_id: str, resp: Response, batch: int, times: Ba
 
 def _serialise(resp: Response, oip_request: dict[str, Any] | None) -> tuple[bytes, Response]:
     """Strict JSON (no NaN/Infinity, which clients cannot parse); a body that cannot be written
-    becomes that request's 500."""
-    for attempt in (resp, Response(500, InferenceFailed("the model produced a non-finite output").to_json())):
+    becomes that request's 500 alone."""
+    unwritable = InferenceFailed("the model produced an output JSON cannot carry (non-finite or non-JSON)")
+    for attempt in (resp, Response(500, unwritable.to_json())):
         body = oip.to_response(oip_request, attempt) if oip_request is not None else attempt.body
         try:
             return json.dumps(body, separators=(",", ":"), allow_nan=False).encode(), attempt
-        except ValueError:
+        except (TypeError, ValueError, OverflowError, RecursionError):  # NaN, a tensor, a cycle
             continue
     raise AssertionError("unreachable: the error body is plain JSON")

@@ -22,7 +22,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from zooserve.errors import DeadlineExceeded, Overloaded, RequestError, ServiceError
+from zooserve.errors import DeadlineExceeded, Overloaded, PayloadTooLarge, RequestError, ServiceError
 from zooserve.serving.calls import REQUEST_ID, TIMEOUT, TIMING, timeout_from_header
 from zooserve.serving.dispatch import Dispatcher
 from zooserve.serving.upstream import Backend
@@ -64,7 +64,9 @@ async def _pass_through(
     timeout: float | None = None,
 ) -> tuple[int, bytes, CIMultiDict[str]]:
     """Send the request on to TorchServe as it came; (status, body, response headers)."""
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP} | (extra or {})
+    headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP)
+    for key, value in (extra or {}).items():
+        headers[key] = value  # replaces whatever case the client used
     url = f"{base}{request.rel_url}"
     async with backend.http.request(
         request.method,
@@ -87,13 +89,22 @@ def inference_app(backend: Backend, dispatcher: Dispatcher, max_body: int) -> we
         if not backend.keys.allows(request.headers.get("Authorization"), "inference"):
             return await proxy(request)  # TorchServe answers a bad token its own way
         rid = request.headers.get(REQUEST_ID)
+        if (request.content_length or 0) > max_body:
+            return error_response(
+                PayloadTooLarge(f"body of {request.content_length} bytes; the limit is {max_body}"), rid
+            )
         try:
             timeout = timeout_from_header(request.headers.get(TIMEOUT))
             async with dispatcher.call("rest", model, rid, timeout) as outcome:
                 call = outcome.call
+                extra = call.forward_headers()
+                if request.content_type == "application/x-www-form-urlencoded":
+                    # curl's default for --data-binary: TorchServe would parse the bytes as a form
+                    # and fail (500); the handlers take the body itself
+                    extra["Content-Type"] = "application/octet-stream"
                 try:
                     status, body, headers = await _pass_through(
-                        request, backend, base, call.forward_headers(), timeout=outcome.budget()
+                        request, backend, base, extra, timeout=outcome.budget()
                     )
                 except TimeoutError:
                     outcome.code = "504"
@@ -109,6 +120,8 @@ def inference_app(backend: Backend, dispatcher: Dispatcher, max_body: int) -> we
                 return web.Response(status=status, body=body, headers=headers)
         except ServiceError as e:
             return error_response(e, rid)
+        except web.HTTPRequestEntityTooLarge:  # a chunked body that grew past the limit
+            return error_response(PayloadTooLarge(f"body over the limit of {max_body} bytes"), rid)
         except aiohttp.ClientError as e:
             return error_response(Overloaded(f"TorchServe is not reachable: {type(e).__name__}"), rid)
 

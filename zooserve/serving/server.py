@@ -152,6 +152,21 @@ def _listen(cfg: ServerConfig) -> tuple[properties.Listen, gateway.Upstream | No
     ), up
 
 
+def render_properties(cfg: ServerConfig, sockets: Path) -> tuple[dict[str, str], gateway.Upstream | None]:
+    """TorchServe's config.properties for ``cfg``, and the private ports behind the gateway."""
+    listen, upstream = _listen(cfg)
+    props = properties.render(
+        listen,
+        cfg.model_store,
+        sockets,
+        cfg.token_auth,
+        cfg.model_api,
+        cfg.token_expiry_min,
+        dict(cfg.extra_properties),
+    )
+    return props, upstream
+
+
 def _spawn(cmd: list[str], cfg: ServerConfig, what: str, env: dict[str, str], log: str) -> subprocess.Popen:
     with open(cfg.log_dir / log, "ab") as out:
         proc = subprocess.Popen(
@@ -197,16 +212,7 @@ def start(
         raise ServerError(f"TorchServe is already running from {cfg.run_dir} (zooserve stop)")
     mars = archives(cfg, models)
     sockets = _prepare_run_dir(cfg)
-    listen, upstream = _listen(cfg)
-    props = properties.render(
-        listen,
-        cfg.model_store,
-        sockets,
-        cfg.token_auth,
-        cfg.model_api,
-        cfg.token_expiry_min,
-        dict(cfg.extra_properties),
-    )
+    props, upstream = render_properties(cfg, sockets)
     config_file = cfg.run_dir / "config.properties"
     config_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()), "utf-8")
     env = os.environ | {
@@ -232,7 +238,7 @@ def start(
             _java_command(config_file.resolve(), cfg, props, mars), cfg, "torchserve", env, "stdout.log"
         )
         names = [m.split("=")[0] for m in mars]
-        wait_ready(cfg, names, timeout, running["torchserve"], f"http://{listen.management}")
+        wait_ready(cfg, names, timeout, running["torchserve"], props["management_address"])
         if cfg.key_file.exists():
             os.chmod(cfg.key_file, 0o600)
         if upstream is not None:

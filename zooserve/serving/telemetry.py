@@ -97,10 +97,13 @@ def _tracer(endpoint: str | None) -> Any:
     if not endpoint:
         return None
     # optional: OpenTelemetry is imported only when traces are exported
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    try:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError as e:
+        raise RuntimeError(f"--otlp-endpoint needs OpenTelemetry: pip install 'zooserve[otel]' ({e})") from e
 
     provider = TracerProvider(resource=Resource.create({"service.name": "zooserve"}))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True)))

@@ -33,7 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 async def serve(config: dict) -> None:
     bind, ports, up = config["bind"], config["ports"], config["upstream"]
-    max_body = int(config["max_request_size"]) + 65536
+    max_request = int(config["max_request_size"])  # TorchServe's: one body
+    max_body = max_request + 65536  # a gRPC message carries a little more than the body
     keys = Keys(Path(config["key_file"]) if config.get("key_file") else None)
     backend = Backend(Addresses(**up), keys, max_body)
     telemetry = Telemetry(config.get("otlp_endpoint"))
@@ -58,7 +59,7 @@ async def serve(config: dict) -> None:
     management_grpc.add_insecure_port(f"{bind}:{ports['grpc_management']}")
 
     sites = {
-        "inference": rest_front.inference_app(backend, dispatcher, max_body),
+        "inference": rest_front.inference_app(backend, dispatcher, max_request),
         "management": rest_front.management_app(backend, dispatcher, store),
         "v2_http": rest_api.app(front, v2_metrics, max_body),
         "gateway_metrics": rest_front.metrics_app(dispatcher),

@@ -1,0 +1,149 @@
+"""The commands a user runs, run for real: the demo script, ``zooserve tune`` (a small grid), ``zooserve bench
+served`` (a few seconds), ``zooserve build --evaluation tencrop`` and its answers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tools import require
+
+from zooserve.bench.samples import photo_jpegs
+from zooserve.runtime.bundle import load_bundle
+from zooserve.runtime.pipeline import Request, run_batch
+from zooserve.runtime.tasks import make_pipeline
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _zooserve(*args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+    run = subprocess.run(
+        [sys.executable, "-m", "zooserve.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert run.returncode == 0, f"zooserve {' '.join(args)}:\n{run.stdout[-2000:]}\n{run.stderr[-3000:]}"
+    return run
+
+
+def test_tune_measures_a_small_grid_and_applies_its_pick(build_cache, tmp_path: Path) -> None:
+    require("ab", "apache2-utils")
+    res = build_cache("tiny_resnet", format="torchscript")
+    store, work = tmp_path / "store", tmp_path / "builds"
+    store.mkdir()
+    shutil.copy(res.archive, store / "tiny_resnet.mar")
+    shutil.copytree(res.bundle_dir, work / "tiny_resnet")
+    before = (store / "tiny_resnet.mar").stat().st_mtime_ns
+    run = _zooserve(
+        "tune",
+        "tiny_resnet",
+        "--threads",
+        "1",
+        "--batch",
+        "1,4",
+        "--delay",
+        "1",
+        "--concurrency",
+        "1,4",
+        "--seconds",
+        "1.5",
+        "--store",
+        str(store),
+        "--work",
+        str(work),
+        "--run-dir",
+        str(tmp_path / "tune"),
+        "--apply",
+        cwd=tmp_path,
+    )
+    result = json.loads((tmp_path / "tune" / "tune.json").read_text())
+    assert len(result["rows"]) == 2 and all(r["rps_c4"] > 0 and r["errors_c4"] == 0 for r in result["rows"])
+    assert result["pick"]["batch"] in (1, 4) and "pick:" in run.stdout
+    assert (store / "tiny_resnet.mar").stat().st_mtime_ns != before  # re-packed with the pick
+
+
+def test_bench_served_measures_ours_over_rest_and_grpc(tmp_path: Path) -> None:
+    require("ab", "apache2-utils")
+    out, summary = tmp_path / "out", tmp_path / "benchmarks.md"
+    _zooserve(
+        "bench",
+        "served",
+        "tiny_resnet",
+        "--concurrency",
+        "1,4",
+        "--seconds",
+        "2",
+        "--out",
+        str(out),
+        "--summary",
+        str(summary),
+        "--work",
+        str(tmp_path / "work"),
+        cwd=tmp_path,
+        timeout=1500,
+    )
+    rows = json.loads((out / "results.json").read_text())["served"]
+    got = {(r["variant"], r["proto"], r["concurrency"]) for r in rows}
+    assert {("ours-aoti", p, c) for p in ("rest", "grpc") for c in (1, 4)} <= got
+    assert all(r["rps"] > 0 and r["errors"] == 0 for r in rows)
+    assert "tiny_resnet" in summary.read_text()
+
+
+def test_tencrop_evaluation_through_the_cli(tmp_path: Path) -> None:
+    _zooserve(
+        "build",
+        "tiny_resnet",
+        "--format",
+        "torchscript",
+        "--evaluation",
+        "tencrop",
+        "--name",
+        "tr_tencrop",
+        "--out",
+        str(tmp_path / "store"),
+        cwd=tmp_path,
+    )
+    bundle = load_bundle(tmp_path / ".zooserve" / "builds" / "tr_tencrop", device="cpu")
+    assert bundle.manifest.serving.evaluation == "tencrop" and bundle.manifest.name == "tr_tencrop"
+    pipe = make_pipeline(bundle)
+    (answer,) = run_batch(pipe, [Request(photo_jpegs()["china.jpg"])])
+    probs = [p["probability"] for p in answer.body["predictions"]]
+    assert (
+        answer.status == 200 and len(probs) == 5 and probs == sorted(probs, reverse=True) and sum(probs) <= 1
+    )
+    batch = pipe.preprocess([pipe.decode(Request(photo_jpegs()["china.jpg"]))])
+    assert batch[0].shape[0] == 10  # the ten crops, one forward
+
+
+def test_the_demo_script_predicts_over_rest_and_grpc(served, tmp_path: Path) -> None:
+    """``make up``'s last step, against the session server: samples and drawn digits over REST and
+    gRPC (same answers), a digit of the user's own with the frame lenet5 read, and a model that is
+    not served is one line."""
+    from zooserve.models.digits import render_sent
+
+    mine = tmp_path / "my_seven.png"
+    mine.write_bytes(render_sent(7, "DejaVuSans", (96, 96), 0.6))
+    ports = served.cfg.ports
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "client" / "demo.py"), str(mine), "--models", "lenet5", "no_such_model"]
+        + ["--port", str(ports.inference), "--grpc-port", str(ports.grpc_inference)]
+        + ["--key-file", str(served.cfg.key_file)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = run.stdout.splitlines()
+    answered = [line for line in lines if line.startswith("lenet5") and "gRPC answer: same" in line]
+    assert len(answered) >= 10, run.stdout
+    assert any(line.startswith("no_such_model: not served here") for line in lines), run.stdout
+    yours = next(line for line in lines if "my_seven.png" in line)
+    assert yours.split("->")[1].strip().startswith("7 ("), yours
+    assert any(line.startswith("  |") for line in lines), "the 32x32 frame lenet5 read is shown"

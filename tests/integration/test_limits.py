@@ -1,0 +1,126 @@
+"""A request's cost is bounded by what the model needs, and the frontend cannot be tipped over.
+
+- Any body of at most 1 MB is answered within 2x the latency of a normal photo (a 12 MP camera
+  JPEG, served by the same model in the same run) and adds at most 200 MB to the worker's peak RSS.
+- A queue's worth of maximum-size bodies at once is answered or refused (413/503, our JSON) and
+  the JVM stays up.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from zooserve.serving import server
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
+from bombs import MAX_BODY, bombs, camera_photo  # noqa: E402
+
+pytestmark = pytest.mark.integration
+MODEL = "tiny_resnet"
+RSS_BUDGET_MB = 200
+LATENCY_FACTOR = 2.0
+
+
+@pytest.fixture(scope="module")
+def limited(build_cache, tmp_path_factory: pytest.TempPathFactory) -> Iterator[server.ServerConfig]:
+    root = tmp_path_factory.mktemp("limits")
+    store = root / "model_store"
+    store.mkdir()
+    shutil.copy(build_cache(MODEL, format="torchscript").archive, store / f"{MODEL}.mar")
+    cfg = server.on_free_ports(server.ServerConfig(model_store=store, run_dir=root / "run"))
+    try:
+        server.start(cfg, [MODEL], timeout=240)
+        yield cfg
+    finally:
+        server.stop(cfg)
+
+
+def _post(
+    cfg: server.ServerConfig, body: bytes, session: requests.Session | None = None
+) -> requests.Response:
+    headers = {
+        "Authorization": f"Bearer {server.read_keys(cfg)['inference']}",
+        "Content-Type": "application/octet-stream",
+    }
+    return (session or requests).post(
+        f"{cfg.url()}/predictions/{MODEL}", data=body, headers=headers, timeout=120
+    )
+
+
+def _timed(cfg: server.ServerConfig, body: bytes, n: int = 3) -> tuple[float, requests.Response]:
+    times, last = [], None
+    for _ in range(n):
+        t = time.perf_counter()
+        last = _post(cfg, body)
+        times.append(time.perf_counter() - t)
+    assert last is not None
+    return statistics.median(times), last
+
+
+def _peak_rss_mb(cfg: server.ServerConfig) -> float:
+    pid = server.management(cfg).worker_pids(MODEL)[0]
+    status = Path(f"/proc/{pid}/status").read_text()
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")) / 1024
+
+
+def test_any_small_body_costs_at_most_twice_a_normal_photo(limited: server.ServerConfig) -> None:
+    photo = camera_photo()
+    _timed(limited, photo)  # warm: first decode of this size
+    normal, answer = _timed(limited, photo, n=5)
+    assert answer.status_code == 200
+    peak_before = _peak_rss_mb(limited)
+    rows = []
+    for name, body in bombs().items():
+        assert len(body) <= MAX_BODY
+        seconds, r = _timed(limited, body)
+        rows.append((name, len(body), r.status_code, r.json().get("type", "ok"), seconds))
+        assert r.headers["Content-Type"].startswith("application/json") and r.status_code in (
+            200,
+            400,
+            413,
+        ), name
+        assert seconds <= LATENCY_FACTOR * normal, (
+            f"{name}: {seconds * 1e3:.0f} ms vs normal {normal * 1e3:.0f} ms"
+        )
+    grown = _peak_rss_mb(limited) - peak_before
+    print(f"\nnormal 12 MP photo: {normal * 1e3:.0f} ms; worker peak RSS grew {grown:.0f} MB")
+    for name, size, status, kind, seconds in rows:
+        print(f"  {name:55s} {size:8d} B  {status} {kind:16s} {seconds * 1e3:6.0f} ms")
+    assert grown <= RSS_BUDGET_MB
+    assert _post(limited, photo).status_code == 200  # still serving
+
+
+def test_a_queue_of_maximum_size_bodies_is_answered_and_the_jvm_stays_up(
+    limited: server.ServerConfig,
+) -> None:
+    max_size = int(
+        (limited.run_dir / "config.properties").read_text().split("max_request_size=")[1].split()[0]
+    )
+    queue = int((limited.run_dir / "config.properties").read_text().split("job_queue_size=")[1].split()[0])
+    body = b"\xff\xd8\xff" + bytes(max_size - 3)  # a JPEG signature, then nothing decodable
+
+    def send(_: int) -> tuple[int, str]:
+        with requests.Session() as s:
+            r = _post(limited, body, s)
+            return r.status_code, r.json()["type"]
+
+    with ThreadPoolExecutor(queue) as pool:  # all at once
+        outcomes = list(pool.map(send, range(queue)))
+    kinds = {f"{status} {kind}" for status, kind in outcomes}
+    print(f"\n{queue} bodies of {max_size} bytes at once: {kinds}")
+    # every one answered with our JSON: read and refused, shed, or past its deadline while 1 GiB queued
+    allowed = {"400 InvalidImage", "413 ImageTooLarge", "413 PayloadTooLarge", "503 Overloaded"}
+    assert kinds <= allowed | {"504 DeadlineExceeded"}
+    over = _post(limited, b"\xff\xd8\xff" + bytes(max_size))  # one byte over the limit
+    assert over.status_code == 413 and over.json()["type"] == "PayloadTooLarge"
+    assert server.running_pid(limited) is not None, "the JVM died"
+    assert _post(limited, camera_photo(640, 480)).status_code == 200
