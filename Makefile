@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 MODELS ?= lenet5 resnet18
 
-.PHONY: up install demo serve stop test test-fast lint bench clean v2clients
+.PHONY: up install demo serve stop test test-fast lint bench clean v2clients images compose-test
 
 up: install demo  ## install everything, build the default models, serve them, predict over REST + gRPC
 
@@ -56,3 +56,9 @@ bench: install  ## model-only vs served vs stock TorchServe; writes docs/benchma
 
 clean:
 	rm -rf .zooserve model_store/*.mar
+
+images:  ## Docker images: zooserve:cpu, zooserve-prometheus, zooserve-locust (docs/deploy.md; IMAGES=gpu too)
+	docker/images.sh $(IMAGES)
+
+compose-test: install  ## the docker-marked test: build the images, docker compose up, predict, load, down
+	$(BIN)/pytest -m docker tests/docker -p no:cacheprovider

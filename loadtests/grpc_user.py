@@ -32,9 +32,12 @@ class GrpcClient:
         self.pb2, pb2_grpc = _stubs()
         self.channel = grpc.insecure_channel(target)
         self.stub = pb2_grpc.InferenceAPIsServiceStub(self.channel)
-        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.set_token(token)
         self.request_event = request_event
         self.timeout = timeout
+
+    def set_token(self, token: str | None) -> None:
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
 
     def predict(self, model: str, data: bytes, name: str | None = None) -> Any:
         request = self.pb2.PredictionsRequest(model_name=model, input={"data": data})

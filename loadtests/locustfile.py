@@ -14,6 +14,7 @@ import os
 import random
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -56,10 +57,41 @@ check_targets()
 
 
 def token() -> str | None:
+    """The inference key of ZOOSERVE_KEY_FILE: TorchServe's key_file.json, or the inference-only
+    copy a container publishes (docker/keys.py); both hold {"inference": {"key": ...}}."""
     try:
         return json.loads(KEY_FILE.read_text("utf-8"))["inference"]["key"]
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):
         return None  # token auth off, or no key file: requests will say 401
+
+
+class Token:
+    """token(), re-read when the key file changes (the server renews its tokens), checked at most
+    once a second."""
+
+    def __init__(self) -> None:
+        self.value = token()
+        self._stamp = self._mtime()
+        self._checked = time.monotonic()
+
+    @staticmethod
+    def _mtime() -> int | None:
+        try:
+            return KEY_FILE.stat().st_mtime_ns
+        except OSError:
+            return None
+
+    def get(self) -> str | None:
+        now = time.monotonic()
+        if now - self._checked >= 1.0:
+            self._checked = now
+            stamp = self._mtime()
+            if stamp != self._stamp:
+                self._stamp, self.value = stamp, token()
+        return self.value
+
+
+TOKEN = Token()
 
 
 def kind(model: str) -> str:
@@ -103,18 +135,16 @@ class RestUser(FastHttpUser):
     host = URL
     weight = 3
 
-    def on_start(self) -> None:
-        tok = token()
-        self.auth = {"Authorization": f"Bearer {tok}"} if tok else {}
-
     @task
     def predict(self) -> None:
         model, k, data = pick()
         ctype = "text/plain; charset=utf-8" if k == "text" else "application/octet-stream"
+        tok = TOKEN.get()
+        auth = {"Authorization": f"Bearer {tok}"} if tok else {}
         with self.client.post(
             f"/predictions/{model}",
             data=data,
-            headers={**self.auth, "Content-Type": ctype},
+            headers={**auth, "Content-Type": ctype},
             name=f"/predictions/{model}",
             catch_response=True,
         ) as r:
@@ -131,12 +161,13 @@ class GrpcPredictUser(GrpcUser):
     weight = 1
 
     def __init__(self, environment: Any) -> None:
-        self.token = token()
+        self.token = TOKEN.get()
         super().__init__(environment)
 
     @task
     def predict(self) -> None:
         model, k, data = pick()
+        self.client.set_token(TOKEN.get())
         self.client.predict(model, data, name=f"grpc {model}")
 
 
