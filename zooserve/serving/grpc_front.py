@@ -25,7 +25,7 @@ from zooserve import errors
 from zooserve._proto import inference_pb2, management_pb2
 from zooserve.errors import DeadlineExceeded, Overloaded, RequestError, ServiceError
 from zooserve.serving.calls import REQUEST_ID
-from zooserve.serving.dispatch import Dispatcher
+from zooserve.serving.dispatch import Dispatcher, handler_worked
 from zooserve.serving.rest_front import DRAIN_TIMEOUT_S, check_archive, registering
 from zooserve.serving.upstream import Backend
 
@@ -73,9 +73,14 @@ def inference_handler(backend: Backend, dispatcher: Dispatcher) -> grpc.GenericR
                     input={k: v.encode() for k, v in call.forward_headers().items()}
                 ).SerializeToString()
                 try:
-                    reply = await predictions(request + extra, metadata=metadata, timeout=outcome.budget())
+                    reply = await outcome.forward(
+                        predictions(request + extra, metadata=metadata, timeout=outcome.budget()),
+                        _worked,
+                    )
+                except DeadlineExceeded:
+                    outcome.code = "DEADLINE_EXCEEDED"
+                    raise
                 except grpc.aio.AioRpcError as e:
-                    outcome.answered = e.code() != grpc.StatusCode.DEADLINE_EXCEEDED
                     outcome.code = e.code().name
                     if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                         raise DeadlineExceeded("no answer before the request's deadline") from None
@@ -85,8 +90,7 @@ def inference_handler(backend: Backend, dispatcher: Dispatcher) -> grpc.GenericR
                         await context.abort(grpc.StatusCode.NOT_FOUND, e.details() or "")
                     await context.abort(e.code(), e.details() or "")
                     raise AssertionError("unreachable") from None
-                outcome.answered = True  # (TorchServe's gRPC answer carries no handler timing)
-                err = _error_in(reply)
+                err = _error_in(reply)  # (TorchServe's gRPC answer carries no handler timing)
                 outcome.code = err.grpc_code if err else "OK"
                 if err is not None:
                     await _abort(context, err)
@@ -109,6 +113,10 @@ def inference_handler(backend: Backend, dispatcher: Dispatcher) -> grpc.GenericR
         ),
     }
     return grpc.method_handlers_generic_handler(INFERENCE, handlers)
+
+
+def _worked(reply: bytes) -> bool:
+    return handler_worked(inference_pb2.PredictionResponse.FromString(reply).prediction)
 
 
 def _error_in(reply: bytes) -> ServiceError | None:

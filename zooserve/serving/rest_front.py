@@ -110,13 +110,13 @@ def inference_app(backend: Backend, dispatcher: Dispatcher, max_body: int) -> we
                     # and fail (500); the handlers take the body itself
                     extra["Content-Type"] = "application/octet-stream"
                 try:
-                    status, body, headers = await _pass_through(
-                        request, backend, base, extra, timeout=outcome.budget()
+                    status, body, headers = await outcome.forward(
+                        _pass_through(request, backend, base, extra, timeout=outcome.budget()),
+                        lambda answer: answer[0] < 500,
                     )
-                except TimeoutError:
+                except DeadlineExceeded:
                     outcome.code = "504"
-                    raise DeadlineExceeded("no answer before the request's deadline") from None
-                outcome.answered = True
+                    raise
                 call.read_timing(headers.popall(TIMING, [None])[0])
                 if status == 503:  # TorchServe's own refusal: no worker, or its queue is full
                     outcome.code = "503"

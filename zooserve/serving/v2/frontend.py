@@ -14,12 +14,14 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from google.protobuf.message import DecodeError
+
 from zooserve import __version__, errors
 from zooserve._proto import grpc_predict_v2_pb2 as v2pb
 from zooserve._proto import open_inference_grpc_pb2 as tspb
 from zooserve.errors import DeadlineExceeded, InvalidTensor, ModelNotFound, ServiceError
 from zooserve.serving.catalog import ModelInfo
-from zooserve.serving.dispatch import Dispatcher
+from zooserve.serving.dispatch import Dispatcher, handler_worked
 from zooserve.serving.v2.backend import Backend, Metadata
 from zooserve.serving.v2.metrics import Metrics
 from zooserve.serving.v2.tasks import Prediction, spec_for
@@ -121,13 +123,14 @@ class Frontend:
                     value.encode()
                 )
             try:
-                reply = await self.backend.call(
-                    "ModelInfer", request + extra.SerializeToString(), auth, outcome.budget()
+                sent = request + extra.SerializeToString()
+                reply = await outcome.forward(
+                    self.backend.call("ModelInfer", sent, auth, outcome.budget()), _worked
                 )
             except DeadlineExceeded:
                 outcome.code = "DEADLINE_EXCEEDED"
                 raise
-            outcome.answered, outcome.code = True, "OK"
+            outcome.code = "OK"
             return reply
 
 
@@ -187,6 +190,13 @@ def _ts_request(call: InferCall, info: ModelInfo, element: bytes, options: list[
     for name, value in [(spec_for(info.task).input.name, element), *options]:
         req.inputs.add(name=name, datatype="BYTES", shape=[1]).contents.bytes_contents.append(value)
     return req.SerializeToString()
+
+
+def _worked(reply: bytes) -> bool:
+    try:
+        return handler_worked(tspb.ModelInferResponse.FromString(reply).outputs[0].contents.bytes_contents[0])
+    except (IndexError, DecodeError):
+        return False
 
 
 def _prediction(reply: bytes | BaseException, index: int, count: int) -> Prediction:
