@@ -136,8 +136,8 @@ def test_the_default_policy() -> None:
 @pytest.mark.parametrize(
     "config, policy",
     [
-        ({"batchSize": 8, "maxWorkers": 2}, Policy(10.0, 32, QUEUE_SIZE)),  # a few full batches
-        ({"batchSize": 8, "minWorkers": 3}, Policy(10.0, 48, QUEUE_SIZE)),
+        ({"batchSize": 8, "maxWorkers": 2}, Policy(10.0, 16, QUEUE_SIZE)),  # a full batch per worker
+        ({"batchSize": 8, "minWorkers": 3}, Policy(10.0, 24, QUEUE_SIZE)),
         ({"batchSize": 1}, Policy(10.0, 4, QUEUE_SIZE)),  # never below 4
         (
             {"batchSize": 64, "maxWorkers": 4, "jobQueueSize": 100},
@@ -172,7 +172,7 @@ def test_a_real_archive_gives_task_platform_and_policy(tmp_path: Path) -> None:
     )
     info = Catalog(tmp_path).get("resnet18")
     assert (info.name, info.task, info.platform) == ("resnet18", "classify", "pytorch_torchscript")
-    assert info.policy == Policy(deadline_s=1.5, floor=16, cap=64)
+    assert info.policy == Policy(deadline_s=1.5, floor=8, cap=64)
 
 
 def test_models_without_a_usable_archive_get_the_default_policy(tmp_path: Path) -> None:

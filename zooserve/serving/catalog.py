@@ -3,7 +3,7 @@
 ``zooserve serve`` registers ``NAME=NAME.mar``, so the archive is found by name. Its manifest
 (``zooserve.json``) gives the task (the v2 protocol describes tensors by task); its
 ``model-config.yaml`` gives the admission policy: the default deadline (``zooserve.deadline_ms``),
-the batch size and workers (a few full batches are always admitted) and TorchServe's job queue
+the batch size and workers (a full batch per worker is always admitted) and TorchServe's job queue
 (never exceeded, so TorchServe's bare 503 is never reached). Read once per archive version (size
 and mtime, looked at no more than once a second); a model without a zooserve archive gets the
 default policy (and, over v2, the generic description: bytes in, JSON out).
@@ -51,7 +51,9 @@ def policy_from(config: dict[str, Any]) -> Policy:
     workers = config.get("maxWorkers", config.get("minWorkers"))
     batch = _number(config.get("batchSize"), 1, 1, 4096) * _number(workers, 1, 1, 256)
     cap = int(_number(config.get("jobQueueSize"), QUEUE_SIZE, 1, 1_000_000))
-    return Policy(deadline_s=deadline_ms / 1e3, floor=min(cap, max(4, 2 * int(batch))), cap=cap)
+    # a full batch for every worker is always admitted (an idle model takes a burst); beyond it,
+    # what the measured rate answers within the deadline: a second queued batch would not be
+    return Policy(deadline_s=deadline_ms / 1e3, floor=min(cap, max(4, int(batch))), cap=cap)
 
 
 def _number(value: Any, default: float, lo: float, hi: float) -> float:
