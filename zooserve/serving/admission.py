@@ -2,8 +2,8 @@
 
 A model may hold ``limit`` requests in flight (queued in TorchServe or in a batch). The limit is
 what the model can finish within its default deadline, ``rate x deadline``, where ``rate`` is the
-completions per second measured over the last few seconds; never below ``floor`` (a few full
-batches, so an idle model admits a burst) nor above ``cap`` (TorchServe's own job queue, whose
+completions per second measured over the last few seconds; never below ``floor`` (a full batch
+per worker, so an idle model admits a burst) nor above ``cap`` (TorchServe's own job queue, whose
 bare 503 must never be reached). Beyond the limit a request is refused at once with the time after
 which a retry is likely to be admitted (``Retry-After``). A model being unloaded admits nothing
 and tells its drainer when its last request is done; a model being registered admits nothing
