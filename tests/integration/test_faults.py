@@ -203,8 +203,11 @@ def test_unregister_and_register_under_load(faulty: Faulty) -> None:
     expected_spare = faulty.predict(spare, img).json()
 
     def send(s: requests.Session, k: int) -> str:
-        model = spare if k % 2 else steady
-        return f"{'spare' if k % 2 else 'steady'} {_outcome(faulty.predict(model, img, s, timeout=timeout))}"
+        model, label = (spare, "spare") if k % 2 else (steady, "steady")
+        try:
+            return f"{label} {_outcome(faulty.predict(model, img, s, timeout=timeout))}"
+        except requests.Timeout:
+            return f"{label} timeout"
 
     load = Load(send, threads=6)
     with load:
@@ -228,7 +231,7 @@ def test_unregister_and_register_under_load(faulty: Faulty) -> None:
         "spare 503 ModelLoading",  # registered again, until its worker is ready
     }
     assert set(load.outcomes) <= allowed, load.outcomes
-    assert load.outcomes["timeout"] == 0, "a request was dropped by the unregister"
+    assert not [k for k in load.outcomes if k.endswith("timeout")], "a request hung"
     assert max(load.latencies) < timeout
     assert faulty.predict(spare, img).json() == expected_spare  # registered again: same archive, same answer
 
