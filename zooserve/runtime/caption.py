@@ -50,7 +50,7 @@ class CaptionPipeline(Pipeline):
         return CaptionItem(decoded.image, decoded.declared_pixels, flag_option(request, "attention"), options)
 
     def example_item(self) -> CaptionItem:
-        image = images.warmup_image(3, self.limits.min_side or self.spec.size)
+        image = images.warmup_image(self.limits, self.limits.min_side or self.spec.size)
         return CaptionItem(image, 0, False, self.defaults)
 
     def preprocess(self, items: list[CaptionItem]) -> tuple[torch.Tensor, list[BeamOptions]]:

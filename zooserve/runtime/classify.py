@@ -88,7 +88,7 @@ class ClassifyPipeline(Pipeline):
         return Item(decoded.image, topk, decoded.declared_pixels)
 
     def example_item(self) -> Item:
-        return Item(warmup_image(self.spec.channels, self.limits.min_side or self.spec.size), self.topk, 0)
+        return Item(warmup_image(self.limits, self.limits.min_side or self.spec.size), self.topk, 0)
 
     def _images(self, items: list[Item]) -> list[torch.Tensor]:
         """Every item's image on the model's device: pending JPEGs in one GPU decode, the rest
