@@ -379,6 +379,58 @@ def test_without_a_resize_side_images_are_stretched_uncut() -> None:
     assert torch.equal(resize_batch([img], spec)[0], F.resize(img[None], [16, 16], antialias=True)[0])
 
 
+def _grouped_resize(images, spec, crop=None, resize=None):
+    """resize_batch before issue 16: same-shaped images stacked (a planar NCHW copy) and resized in
+    one call. The per-image version must give the same pixels."""
+    from zooserve.models.preprocess import _cut_to_aspect
+
+    crop, resize = crop or spec.size, resize or spec.resize
+    if resize is not None:
+        images = [_cut_to_aspect(img, MAX_ASPECT) for img in images]
+    out, groups = [None] * len(images), {}
+    for i, img in enumerate(images):
+        groups.setdefault(tuple(img.shape), []).append(i)
+    for shape, idx in groups.items():
+        stack = torch.stack([images[i] for i in idx])
+        if resize is None:
+            stack = F.resize(stack, [crop, crop], antialias=True)
+        else:
+            if min(shape[1:]) != resize:
+                stack = F.resize(stack, resize, antialias=True)
+            stack = F.center_crop(stack, [crop, crop])
+        for j, i in enumerate(idx):
+            out[i] = stack[j]
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize(
+    "crop, resize, spec",
+    [(None, None, SPEC), (48, 48, SPEC), (None, None, InputSpec(size=24, resize=None))],
+    ids=["centre", "dense-scale", "stretch"],
+)
+def test_per_image_resize_equals_the_grouped_batch_resize(crop, resize, spec: InputSpec) -> None:
+    """Mixed shapes, repeated shapes, both memory layouts the decoders hand over (torchvision's and
+    Pillow's CHW views of HWC memory, and plain CHW), a panorama beyond 4:1 and an image already at
+    the resize side: torch.equal with the previous grouped algorithm."""
+    g = torch.Generator().manual_seed(3)
+
+    def hwc_view(h: int, w: int) -> torch.Tensor:
+        return torch.randint(0, 256, (h, w, 3), dtype=torch.uint8, generator=g).permute(2, 0, 1)
+
+    def chw(h: int, w: int) -> torch.Tensor:
+        return torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g)
+
+    images = [hwc_view(90, 120), chw(90, 120), hwc_view(90, 120), chw(40, 61), hwc_view(30, 200)]
+    images += [
+        chw(120, 90),
+        hwc_view(40, 40),
+        decode_jpeg(torch.frombuffer(bytearray(jpeg(90, 120)), dtype=torch.uint8)),
+    ]
+    assert not images[0].is_contiguous() and images[1].is_contiguous()
+    got = resize_batch(images, spec, crop=crop, resize=resize)
+    assert torch.equal(got, _grouped_resize(images, spec, crop=crop, resize=resize))
+
+
 def test_fast_mode_box_reduces_other_formats_to_what_the_model_needs() -> None:
     """PNG has no reduced-size decode: fast mode box-reduces after decoding by the largest factor
     that still covers the model's side (1500 // 224 = 6); exact mode and small images keep every
