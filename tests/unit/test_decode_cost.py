@@ -24,6 +24,7 @@ from zooserve.errors import ImageTooLarge, InvalidImage
 from zooserve.manifest import ServingOptions
 from zooserve.models.preprocess import MAX_ASPECT, resize_batch
 from zooserve.runtime.images import (
+    FAST_MARGIN,
     SIGNATURES,
     DecodeLimits,
     check_batch_pixels,
@@ -184,9 +185,23 @@ def test_a_big_jpeg_decodes_at_the_reduced_scale_within_the_decoded_budget() -> 
     got = decode_image_bytes(data, fast)
     assert got.declared_pixels == 3_000_000  # what batch budgets count: the header's size
     assert tuple(got.image.shape) == (3, 375, 500)  # 1/4: 1500/8 = 187 would not cover 224
-    # a JPEG too narrow to scale is decoded at full size, so it is held to max_decoded_pixels
-    with pytest.raises(ImageTooLarge, match="would decode to 2500x440"):
-        decode_image_bytes(jpeg(440, 2500), fast)  # 440 // 2 = 220 would not cover 224
+    # a JPEG too narrow for the margin but over the decoded budget is scaled to cover the model's
+    # own side (224 // FAST_MARGIN here): 440 // 4 = 110 >= 56
+    assert tuple(decode_image_bytes(jpeg(440, 2500), fast).image.shape) == (3, 110, 625)
+    # one too narrow to scale at all is decoded at full size, so it is held to max_decoded_pixels
+    with pytest.raises(ImageTooLarge, match="would decode to 12000x100"):
+        decode_image_bytes(jpeg(100, 12000), fast)  # 100 // 2 = 50 would not cover 56
+
+
+def test_a_panorama_over_the_decoded_budget_still_decodes_at_the_models_side() -> None:
+    """Fast mode keeps FAST_MARGIN x the model's side where it can; a 7.5 MP panorama whose short
+    side cannot keep that margin at any scale is not refused but scaled to cover the side itself."""
+    opts = ServingOptions(max_decoded_pixels=5_000_000)
+    limits = limits_for(3, opts, 256)
+    got = decode_image_bytes(jpeg(1500, 5000), limits).image
+    assert tuple(got.shape) == (3, 375, 1250)  # 1/4: 375 >= 256, while 1500 < 4 x 256 x 2
+    small = decode_image_bytes(jpeg(1500, 2000), limits).image  # 3 MP, within budget: exact decode
+    assert tuple(small.shape) == (3, 1500, 2000)
 
 
 def test_exact_mode_jpegs_are_bounded_by_max_pixels_alone() -> None:
@@ -272,7 +287,7 @@ def test_scaled_decode_of_other_jpeg_kinds(make, channels: int) -> None:
 
 def test_limits_follow_the_serving_options() -> None:
     opts = ServingOptions(max_pixels=123, max_decoded_pixels=45)
-    assert limits_for(3, opts, 256) == DecodeLimits(3, 123, 45, 256)
+    assert limits_for(3, opts, 256) == DecodeLimits(3, 123, 45, 256 * FAST_MARGIN)
     exact = ServingOptions(decode=Decode.EXACT)
     assert limits_for(1, exact, 256) == DecodeLimits(1, exact.max_pixels, exact.max_decoded_pixels, None)
 

@@ -7,14 +7,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from zooserve.bench import run
+from zooserve.bench import fidelity, run
 from zooserve.bench.model_only import EAGER
 from zooserve.bench.samples import WORKLOADS
 from zooserve.errors import UserError
 from zooserve.models import registry
 from zooserve.specs import Format, Precision
 
-WHAT = ("model", "served", "stock", "sweep", "all", "precision")
+WHAT = ("model", "served", "stock", "sweep", "all", "precision", "fidelity")
 
 
 def _ints(text: str) -> list[int]:
@@ -31,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "what",
         choices=WHAT,
         help="precision: each precision's model-only limit and, on each photo workload, served through "
-        "the gateway, on TorchServe alone, and stock TorchServe; all: every part",
+        "the gateway, on TorchServe alone, and stock TorchServe; all: every part; fidelity: fast vs exact "
+        "JPEG decode on large photos (lenet5 and sharpened ResNets, docs/precision.md)",
     )
     p.add_argument("models", nargs="*", metavar="MODEL", help="default: resnet50")
     p.add_argument("--formats", default="eager,torchscript,aoti", help="model-only formats")
@@ -49,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=",".join(WORKLOADS),
         help="photo workloads of the precision part: "
         + "; ".join(f"{k}: {v[0]}" for k, v in WORKLOADS.items()),
+    )
+    p.add_argument(
+        "--images", type=int, default=100, help="fidelity: large photos (and large digits) per model"
     )
     p.add_argument("--quick", action="store_true", help="short smoke run (3 s points, fewer cells)")
 
@@ -79,4 +83,7 @@ def main(args: argparse.Namespace) -> None:
     a.model_seconds = a.model_seconds or max(0.5, a.seconds / 4)
     a.sweep_seconds = a.seconds * 2 / 3
     a.command_line = "zooserve bench " + a.what + " " + " ".join(a.models)
-    run.write(run.run(a), a)
+    if a.what == "fidelity":
+        fidelity.run(a)
+    else:
+        run.write(run.run(a), a)
