@@ -1,5 +1,6 @@
 """The commands a user runs, run for real: the demo script, ``zooserve tune`` (a small grid), ``zooserve bench
-served`` (a few seconds), ``zooserve build --evaluation tencrop`` and its answers."""
+served`` and ``bench precision`` on the 12 MP photo (a few seconds per point), ``zooserve build --evaluation
+tencrop`` and its answers."""
 
 from __future__ import annotations
 
@@ -69,7 +70,13 @@ def test_tune_measures_a_small_grid_and_applies_its_pick(build_cache, tmp_path: 
     assert (store / "tiny_resnet.mar").stat().st_mtime_ns != before  # re-packed with the pick
 
 
-def test_bench_served_measures_ours_over_rest_and_grpc(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def bench_work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One work dir for the bench tests: the tiny builds are made once."""
+    return tmp_path_factory.mktemp("bench-work")
+
+
+def test_bench_served_measures_ours_over_rest_and_grpc(tmp_path: Path, bench_work: Path) -> None:
     require("ab", "apache2-utils")
     out, summary = tmp_path / "out", tmp_path / "benchmarks.md"
     _zooserve(
@@ -85,7 +92,7 @@ def test_bench_served_measures_ours_over_rest_and_grpc(tmp_path: Path) -> None:
         "--summary",
         str(summary),
         "--work",
-        str(tmp_path / "work"),
+        str(bench_work),
         cwd=tmp_path,
         timeout=1500,
     )
@@ -94,6 +101,52 @@ def test_bench_served_measures_ours_over_rest_and_grpc(tmp_path: Path) -> None:
     assert {("ours-aoti", p, c) for p in ("rest", "grpc") for c in (1, 4)} <= got
     assert all(r["rps"] > 0 and r["errors"] == 0 for r in rows)
     assert "tiny_resnet" in summary.read_text()
+
+
+def test_bench_precision_serves_the_12_mp_photo_through_the_gateway_alone_and_stock(
+    tmp_path: Path, bench_work: Path
+) -> None:
+    """The photo workload end to end on a tiny model: ours through the gateway, ours on TorchServe
+    alone, stock TorchServe, all on the generated 12 MP JPEG, with the ratios in the summary."""
+    require("ab", "apache2-utils")
+    out, summary = tmp_path / "out", tmp_path / "benchmarks.md"
+    _zooserve(
+        "bench",
+        "precision",
+        "tiny_resnet",
+        "--precisions",
+        "fp32",
+        "--workloads",
+        "12mp",
+        "--concurrency",
+        "1",
+        "--batches",
+        "1",
+        "--seconds",
+        "1",
+        "--out",
+        str(out),
+        "--summary",
+        str(summary),
+        "--work",
+        str(bench_work),
+        cwd=tmp_path,
+        timeout=1500,
+    )
+    res = json.loads((out / "results.json").read_text())
+    got = {(r["variant"], r["workload"], r["gateway"]): r for r in res["served"]}
+    want = {
+        ("ours-aoti", "12mp", True),
+        ("ours-aoti (no gateway)", "12mp", False),
+        ("stock (default threads)", "12mp", False),
+    }
+    assert want <= set(got)
+    assert all(r["rps"] > 0 and r["errors"] == 0 for r in got.values())
+    assert got[("ours-aoti", "12mp", True)]["decode_ms"] > 0  # our handler's stages were read
+    assert {(r["precision"], r["batch"]) for r in res["model_only"]} == {("fp32", 1)}
+    text = summary.read_text()
+    assert "## Precisions and photos: tiny_resnet" in text and "| 12mp | fp32 |" in text
+    assert "ours fp32 ÷ stock (default threads), 12mp photo, REST c1" in text
 
 
 def test_tencrop_evaluation_through_the_cli(tmp_path: Path) -> None:

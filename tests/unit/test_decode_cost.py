@@ -24,6 +24,7 @@ from zooserve.errors import ImageTooLarge, InvalidImage
 from zooserve.manifest import ServingOptions
 from zooserve.models.preprocess import MAX_ASPECT, resize_batch
 from zooserve.runtime.images import (
+    FAST_MARGIN,
     SIGNATURES,
     DecodeLimits,
     check_batch_pixels,
@@ -184,9 +185,23 @@ def test_a_big_jpeg_decodes_at_the_reduced_scale_within_the_decoded_budget() -> 
     got = decode_image_bytes(data, fast)
     assert got.declared_pixels == 3_000_000  # what batch budgets count: the header's size
     assert tuple(got.image.shape) == (3, 375, 500)  # 1/4: 1500/8 = 187 would not cover 224
-    # a JPEG too narrow to scale is decoded at full size, so it is held to max_decoded_pixels
-    with pytest.raises(ImageTooLarge, match="would decode to 2500x440"):
-        decode_image_bytes(jpeg(440, 2500), fast)  # 440 // 2 = 220 would not cover 224
+    # a JPEG too narrow for the margin but over the decoded budget is scaled to cover the model's
+    # own side (224 // FAST_MARGIN here): 440 // 4 = 110 >= 56
+    assert tuple(decode_image_bytes(jpeg(440, 2500), fast).image.shape) == (3, 110, 625)
+    # one too narrow to scale at all is decoded at full size, so it is held to max_decoded_pixels
+    with pytest.raises(ImageTooLarge, match="would decode to 12000x100"):
+        decode_image_bytes(jpeg(100, 12000), fast)  # 100 // 2 = 50 would not cover 56
+
+
+def test_a_panorama_over_the_decoded_budget_still_decodes_at_the_models_side() -> None:
+    """Fast mode keeps FAST_MARGIN x the model's side where it can; a 7.5 MP panorama whose short
+    side cannot keep that margin at any scale is not refused but scaled to cover the side itself."""
+    opts = ServingOptions(max_decoded_pixels=5_000_000)
+    limits = limits_for(3, opts, 256)
+    got = decode_image_bytes(jpeg(1500, 5000), limits).image
+    assert tuple(got.shape) == (3, 375, 1250)  # 1/4: 375 >= 256, while 1500 < 4 x 256 x 2
+    small = decode_image_bytes(jpeg(1500, 2000), limits).image  # 3 MP, within budget: exact decode
+    assert tuple(small.shape) == (3, 1500, 2000)
 
 
 def test_exact_mode_jpegs_are_bounded_by_max_pixels_alone() -> None:
@@ -272,7 +287,7 @@ def test_scaled_decode_of_other_jpeg_kinds(make, channels: int) -> None:
 
 def test_limits_follow_the_serving_options() -> None:
     opts = ServingOptions(max_pixels=123, max_decoded_pixels=45)
-    assert limits_for(3, opts, 256) == DecodeLimits(3, 123, 45, 256)
+    assert limits_for(3, opts, 256) == DecodeLimits(3, 123, 45, 256 * FAST_MARGIN)
     exact = ServingOptions(decode=Decode.EXACT)
     assert limits_for(1, exact, 256) == DecodeLimits(1, exact.max_pixels, exact.max_decoded_pixels, None)
 
@@ -377,6 +392,58 @@ def test_without_a_resize_side_images_are_stretched_uncut() -> None:
     img = smooth(2, 300)
     spec = InputSpec(size=16, resize=None)
     assert torch.equal(resize_batch([img], spec)[0], F.resize(img[None], [16, 16], antialias=True)[0])
+
+
+def _grouped_resize(images, spec, crop=None, resize=None):
+    """resize_batch before issue 16: same-shaped images stacked (a planar NCHW copy) and resized in
+    one call. The per-image version must give the same pixels."""
+    from zooserve.models.preprocess import _cut_to_aspect
+
+    crop, resize = crop or spec.size, resize or spec.resize
+    if resize is not None:
+        images = [_cut_to_aspect(img, MAX_ASPECT) for img in images]
+    out, groups = [None] * len(images), {}
+    for i, img in enumerate(images):
+        groups.setdefault(tuple(img.shape), []).append(i)
+    for shape, idx in groups.items():
+        stack = torch.stack([images[i] for i in idx])
+        if resize is None:
+            stack = F.resize(stack, [crop, crop], antialias=True)
+        else:
+            if min(shape[1:]) != resize:
+                stack = F.resize(stack, resize, antialias=True)
+            stack = F.center_crop(stack, [crop, crop])
+        for j, i in enumerate(idx):
+            out[i] = stack[j]
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize(
+    "crop, resize, spec",
+    [(None, None, SPEC), (48, 48, SPEC), (None, None, InputSpec(size=24, resize=None))],
+    ids=["centre", "dense-scale", "stretch"],
+)
+def test_per_image_resize_equals_the_grouped_batch_resize(crop, resize, spec: InputSpec) -> None:
+    """Mixed shapes, repeated shapes, both memory layouts the decoders hand over (torchvision's and
+    Pillow's CHW views of HWC memory, and plain CHW), a panorama beyond 4:1 and an image already at
+    the resize side: torch.equal with the previous grouped algorithm."""
+    g = torch.Generator().manual_seed(3)
+
+    def hwc_view(h: int, w: int) -> torch.Tensor:
+        return torch.randint(0, 256, (h, w, 3), dtype=torch.uint8, generator=g).permute(2, 0, 1)
+
+    def chw(h: int, w: int) -> torch.Tensor:
+        return torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g)
+
+    images = [hwc_view(90, 120), chw(90, 120), hwc_view(90, 120), chw(40, 61), hwc_view(30, 200)]
+    images += [
+        chw(120, 90),
+        hwc_view(40, 40),
+        decode_jpeg(torch.frombuffer(bytearray(jpeg(90, 120)), dtype=torch.uint8)),
+    ]
+    assert not images[0].is_contiguous() and images[1].is_contiguous()
+    got = resize_batch(images, spec, crop=crop, resize=resize)
+    assert torch.equal(got, _grouped_resize(images, spec, crop=crop, resize=resize))
 
 
 def test_fast_mode_box_reduces_other_formats_to_what_the_model_needs() -> None:

@@ -198,3 +198,32 @@ def test_int8_artifact_runs_onednn_int8_kernels(tmp_path: Path) -> None:
         code = "".join(z.read(n).decode() for n in z.namelist() if n.endswith(".cpp"))
     ops = set(re.findall(r"aoti_torch_cpu_(\w+)\(", code))
     assert any("qconv" in op for op in ops) and "convolution" not in ops, sorted(ops)
+
+
+# ---- torch 2.14: conv with one input channel + freezing + dynamic batch ---------------------------
+@pytest.mark.parametrize("prec", ["bf16", "int8"])
+def test_single_channel_conv_compiles_right_with_freezing(tmp_path: Path, prec: str) -> None:
+    """Inductor plans an NCHW output for a conv reading ONE channel while oneDNN writes NHWC (a
+    channels_last bf16 weight, or any int8 qconv): LeNet-5 compiled to chance-level numbers.
+    precision.py keeps those convs NCHW / fp32; the compiled graph must match its eager module,
+    also at batch sizes other than the example's."""
+    from zooserve.export.aoti import compile_aoti
+    from zooserve.export.calibration import calibration_images
+    from zooserve.models.lenet import LeNet5
+    from zooserve.specs import ExportTarget
+
+    if prec == "bf16" and not precision.bf16_supported():
+        pytest.skip("this CPU has no native bf16")
+    spec = registry.get("lenet5")
+    torch.manual_seed(0)
+    target = ExportTarget(LeNet5().eval(), (torch.randn(2, 1, 32, 32),), ({0: ("batch", 1, 64)},))
+    if prec == "bf16":
+        low = precision.bf16_target(target, channels_last=True)
+    else:
+        low = precision.int8_target(spec, target, calibration_images(spec)[:32], channels_last=False)
+    assert precision.single_channel_convs(target.module) == ["features.0"]
+    compiled = torch._inductor.aoti_load_package(str(compile_aoti(low, tmp_path / "m.pt2")))
+    x = torch.randn(5, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref, out = low.module(x), compiled(x)
+    assert float((ref - out).abs().max() / ref.std()) < 0.05

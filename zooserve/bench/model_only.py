@@ -33,15 +33,22 @@ def artifact(name: str, fmt: Format, work: Path, store: Path, precision: Precisi
     return bundle
 
 
-def _model(name: str, fmt: str, work: Path, store: Path) -> Callable[..., Any]:
+def _model(name: str, fmt: str, work: Path, store: Path, precision: Precision) -> Callable[..., Any]:
     if fmt == EAGER:
         spec = registry.get(name)
         return spec.prepare(spec).targets["model"].module.eval()
-    return load_bundle(artifact(name, Format(fmt), work, store), device="cpu").modules["model"]
+    bundle = artifact(name, Format(fmt), work, store, precision=precision)
+    return load_bundle(bundle, device="cpu").modules["model"]
 
 
 def bench_model(
-    name: str, formats: list[str], batches: list[int], seconds: float, work: Path, store: Path
+    name: str,
+    formats: list[str],
+    batches: list[int],
+    seconds: float,
+    work: Path,
+    store: Path,
+    precision: Precision = Precision.FP32,
 ) -> list[dict[str, Any]]:
     """One row per (format, batch): images/s and ms per batch, all cores given to torch."""
     spec = registry.get(name)
@@ -52,13 +59,15 @@ def bench_model(
         if fmt != EAGER and fmt not in spec.formats:
             print(f"[bench] {name}: format {fmt} not supported, skipped", flush=True)
             continue
-        model = _model(name, fmt, work, store)
+        model = _model(name, fmt, work, store, precision)
         for bs in batches:
             x = torch.randn(bs, spec.input.channels, spec.input.size, spec.input.size)
             t = time_calls(lambda m=model, x=x: m(x), bs, seconds)
-            row = {"model": name, "format": fmt, "batch": bs, "items_per_s": t.items_per_s}
-            rows.append(row | {"ms_per_batch": t.median_s * 1e3})
+            row = {"model": name, "format": fmt, "precision": str(precision), "batch": bs}
+            rows.append(row | {"items_per_s": t.items_per_s, "ms_per_batch": t.median_s * 1e3})
             ms = t.median_s * 1e3
-            print(f"[bench] model-only {name} {fmt} bs{bs}: {t.items_per_s:.1f} img/s, {ms:.1f} ms")
+            print(
+                f"[bench] model-only {name} {fmt}/{precision} bs{bs}: {t.items_per_s:.1f} img/s, {ms:.1f} ms"
+            )
         del model
     return rows

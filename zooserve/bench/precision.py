@@ -1,97 +1,82 @@
-"""``zooserve bench precision MODEL``: model-only img/s of fp32 / bf16 / int8 AOTInductor (and
-frozen TorchScript fp32, the stock model) and, served, REST at each concurrency for ours in every
-precision vs TorchServe's stock ``image_classifier`` handler on the TorchScript file, in one run.
-Results go to ``OUT/precision.json`` (docs/precision.md quotes them)."""
+"""The precision and photo part of ``zooserve bench`` (``precision``, and in ``all``): for each
+precision (fp32 / bf16 / int8 AOTInductor) its model-only limit, then each photo workload
+(``samples.WORKLOADS``: the small photo and a 12 MP camera JPEG) served over REST by ours through
+the gateway (the product), by ours on TorchServe alone (``--no-gateway``: what the gateway costs),
+and by TorchServe's stock ``image_classifier`` handler on the fp32 TorchScript file, all in one run.
+Rows join the run's ``model_only`` / ``served`` lists, tagged with ``precision``, ``workload`` and
+``gateway``; ``summary`` turns them into the targets."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from zooserve.bench import model_only, served
-from zooserve.bench.samples import write_body
-from zooserve.bench.timing import time_calls
-from zooserve.models import registry
-from zooserve.runtime.bundle import load_bundle
 from zooserve.specs import Format, Precision
 
-REDUCED = (Precision.BF16, Precision.INT8)
+DIRECT = " (no gateway)"
+STOCK = "stock (default threads)"  # the same variant name as the stock part of the run
+STOCK_ENV: dict[str, str | None] = {"OMP_NUM_THREADS": None, "MKL_NUM_THREADS": None}
 
 
-def variants(name: str, work: Path, store: Path) -> dict[str, Path]:
-    """label -> build dir: TorchScript fp32 and AOTI in each precision (built when missing)."""
-    out = {"torchscript-fp32": model_only.artifact(name, Format.TORCHSCRIPT, work, store)}
-    out["aoti-fp32"] = model_only.artifact(name, Format.AOTI, work, store)
-    for p in REDUCED:
-        out[f"aoti-{p}"] = model_only.artifact(name, Format.AOTI, work, store, precision=p)
-    return out
+def variant(precision: Precision | str, gateway: bool = True) -> str:
+    """Our served variant's name: ``ours-aoti`` (fp32, as the served part names it), ``ours-aoti-bf16``..."""
+    name = "ours-aoti" if precision == Precision.FP32 else f"ours-aoti-{precision}"
+    return name if gateway else name + DIRECT
 
 
-def model_rows(
-    name: str, builds: dict[str, Path], batches: list[int], seconds: float
-) -> list[dict[str, Any]]:
-    spec = registry.get(name).input
-    assert spec is not None
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
-    rows = []
-    for label, bundle in builds.items():
-        model = load_bundle(bundle, device="cpu").modules["model"]
-        for bs in batches:
-            x = torch.randn(bs, spec.channels, spec.size, spec.size)
-            t = time_calls(lambda m=model, x=x: m(x), bs, seconds)
-            rows.append(
-                {
-                    "variant": label,
-                    "batch": bs,
-                    "img_s": round(t.items_per_s, 1),
-                    "ms": round(t.median_s * 1e3, 1),
-                    "load": round(os.getloadavg()[0], 2),
-                }
+def _done(res: dict[str, Any], name: str) -> set[tuple[str, str, int]]:
+    """(variant, workload, concurrency) already measured in this run (``all``'s served/stock parts)."""
+    return {
+        (r["variant"], r.get("workload", "small"), r["concurrency"])
+        for r in res["served"]
+        if r.get("model") == name and r.get("proto", "rest") == "rest"
+    }
+
+
+def measure(name: str, a: argparse.Namespace, res: dict[str, Any], bodies: dict[str, Path]) -> None:
+    work, store = a.work, a.work / "store"
+    precisions = [Precision(p) for p in a.precisions]
+    builds = {p: model_only.artifact(name, Format.AOTI, work, store, precision=p) for p in precisions}
+    measured = {
+        (r.get("format"), r.get("precision", "fp32")) for r in res["model_only"] if r["model"] == name
+    }
+    for p in precisions:
+        if ("aoti", str(p)) not in measured:
+            res["model_only"] += model_only.bench_model(
+                name, ["aoti"], a.batches, a.model_seconds, work, store, precision=p
             )
-            print(json.dumps(rows[-1]), flush=True)
-    return rows
+    ours = {p: b.name for p, b in builds.items()}
+    stock = served.pack_stock(
+        f"{name}_stock", model_only.artifact(name, Format.TORCHSCRIPT, work, store), store, work
+    )
+    conc = a.concurrency
+    ends = sorted({min(conc), max(conc)})
 
+    def point(cfg: Any, model: str, label: str, p: Precision, w: str, c: int, gateway: bool) -> None:
+        if (label, w, c) in _done(res, name):
+            return
+        stages = not label.startswith("stock")
+        row = served.measure(cfg, model, "rest", c, a.seconds, bodies[w], stages=stages)
+        tags = {"precision": str(p), "workload": w, "gateway": gateway}
+        res["served"].append(row | {"model": name, "variant": label} | tags)
 
-def served_rows(
-    name: str, builds: dict[str, Path], a: argparse.Namespace, body: Path
-) -> list[dict[str, Any]]:
-    store = a.work / "store"
-    models = [b.name for label, b in builds.items() if label.startswith("aoti")]
-    models.append(served.pack_stock(f"{name}_stock", builds["torchscript-fp32"], store, a.work))
-    rows = []
-    with served.running(store, a.work / "run-precision", models) as cfg:
-        for m in models:
-            served.warm(cfg, m, body, max(a.concurrency))
-            for c in a.concurrency:
-                r = served.measure(cfg, m, "rest", c, a.seconds, body, stages=False)
-                rows.append(
-                    {
-                        "served": m,
-                        "concurrency": c,
-                        "rps": round(r["rps"], 1),
-                        "p50": r["p50"],
-                        "p99": r["p99"],
-                        "errors": r["errors"],
-                        "load": round(os.getloadavg()[0], 2),
-                    }
-                )
-    return rows
-
-
-def run(a: argparse.Namespace) -> dict[str, Any]:
-    results: dict[str, Any] = {"start_load": os.getloadavg()[0], "models": {}}
-    body = write_body(a.work, channels=3)
-    for name in a.models:
-        builds = variants(name, a.work, a.work / "store")
-        results["models"][name] = {
-            "model_only": model_rows(name, builds, a.batches, a.model_seconds),
-            "served": served_rows(name, builds, a, body),
-        }
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "precision.json").write_text(json.dumps(results, indent=1), "utf-8")
-    return results
+    with served.running(store, work / "run-ours", list(ours.values())) as cfg:
+        for p, m in ours.items():
+            for w, body in bodies.items():
+                served.warm(cfg, m, body, max(conc))
+                for c in conc:
+                    point(cfg, m, variant(p), p, w, c, gateway=True)
+    with served.running(
+        store, work / "run-direct", [*ours.values(), stock], env=STOCK_ENV, gateway=False
+    ) as cfg:
+        for p, m in ours.items():
+            for w, body in bodies.items():
+                served.warm(cfg, m, body, max(conc))
+                for c in ends:
+                    point(cfg, m, variant(p, gateway=False), p, w, c, gateway=False)
+        for w, body in bodies.items():
+            served.warm(cfg, stock, body, max(conc))
+            for c in conc:
+                point(cfg, stock, STOCK, Precision.FP32, w, c, gateway=False)

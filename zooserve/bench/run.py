@@ -1,5 +1,6 @@
 """One benchmark run: model-only limit, our served model (REST + gRPC), the stock handler, the
-batch sweep, extras for BERT/captioning; then tables, plots and the summary."""
+batch sweep, every precision on every photo workload (``precision.py``), extras for
+BERT/captioning; then tables, plots and the summary."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from zooserve.bench import captions, model_only, report, served, summary
-from zooserve.bench.samples import write_body
+from zooserve.bench import captions, model_only, precision, report, served, summary
+from zooserve.bench.samples import WORKLOADS, write_workloads
 from zooserve.bench.text import bench_padding
 from zooserve.manifest import Manifest
 from zooserve.models import registry
@@ -24,18 +25,37 @@ def _tag(rows: list[dict[str, Any]], **extra: Any) -> list[dict[str, Any]]:
     return [r | extra for r in rows]
 
 
-def classify(name: str, a: argparse.Namespace, res: dict[str, Any], body: Path) -> None:
+SMALL = {"precision": "fp32", "workload": "small"}  # what the served/stock/sweep parts measure
+
+
+def classify(name: str, a: argparse.Namespace, res: dict[str, Any], bodies: dict[str, Path]) -> None:
     work, store = a.work, a.work / "store"
     store.mkdir(parents=True, exist_ok=True)
-    parts = {a.what} if a.what != "all" else {"model", "served", "stock", "sweep"}
+    parts = {a.what} if a.what != "all" else {"model", "served", "stock", "sweep", "precision"}
+    body = bodies["small"]
     if "model" in parts:
         res["model_only"] += model_only.bench_model(name, a.formats, a.batches, a.model_seconds, work, store)
-    if not parts & {"served", "stock", "sweep"}:
+    if not parts & {"served", "stock", "sweep", "precision"}:
         return
-    aoti, ts = (model_only.artifact(name, f, work, store) for f in (Format.AOTI, Format.TORCHSCRIPT))
-    settings = served.batch_settings(aoti)
+    aoti = model_only.artifact(name, Format.AOTI, work, store)
     threads = str(Manifest.read(aoti).serving.threads)
-    res["settings"] |= {"batch_settings": settings, "threads": threads}
+    res["settings"] |= {"batch_settings": served.batch_settings(aoti), "threads": threads}
+    if parts & {"served", "stock", "sweep"}:
+        _served_small(name, a, res, body, parts, threads)
+    if "precision" in parts:
+        if res["settings"]["stock_default"] == "-":
+            res["settings"]["stock_default"] = precision.STOCK
+        precision.measure(name, a, res, bodies)
+
+
+def _served_small(
+    name: str, a: argparse.Namespace, res: dict[str, Any], body: Path, parts: set[str], threads: str
+) -> None:
+    """The small photo: ours (AOTI and TorchScript, REST and gRPC), the sweep, stock TorchServe
+    (with its default threads and with ours), each stock server without the gateway (stock
+    TorchServe is called directly)."""
+    work, store = a.work, a.work / "store"
+    ts = model_only.artifact(name, Format.TORCHSCRIPT, work, store)
     conc, secs = a.concurrency, a.seconds
     ours_aoti, ours_ts = f"{name}_aoti", f"{name}_torchscript"
     if parts & {"served", "sweep"}:
@@ -49,25 +69,27 @@ def classify(name: str, a: argparse.Namespace, res: dict[str, Any], body: Path) 
                     for proto in protos:
                         for c in conc:
                             row = served.measure(cfg, model, proto, c, secs, body)
-                            res["served"].append(row | {"model": name, "variant": variant})
+                            tags = SMALL | {"gateway": True}
+                            res["served"].append(row | {"model": name, "variant": variant} | tags)
             if "sweep" in parts:
                 rows = served.sweep(
                     cfg, store / f"{ours_aoti}.mar", a.sweep, max(conc), a.sweep_seconds, body
                 )
-                res["sweep"] += _tag(rows, model=name)
+                res["sweep"] += _tag(rows, model=name, **SMALL)
     if "stock" in parts:
         stock = served.pack_stock(f"{name}_stock", ts, store, work)
         for variant, env in (
-            ("stock (default threads)", {"OMP_NUM_THREADS": None, "MKL_NUM_THREADS": None}),
+            (precision.STOCK, precision.STOCK_ENV),
             (f"stock (OMP_NUM_THREADS={threads})", {"OMP_NUM_THREADS": threads}),
         ):
-            with served.running(store, work / "run-stock", [stock], env=env) as cfg:
+            with served.running(store, work / "run-stock", [stock], env=env, gateway=False) as cfg:
                 key = "stock_default" if "default" in variant else "stock_matched"
                 res["settings"] |= {key: variant, f"{key}_env": served.worker_threads_env(cfg) or None}
                 served.warm(cfg, stock, body, max(conc))
                 for c in conc:
                     row = served.measure(cfg, stock, "rest", c, secs, body, stages=False)
-                    res["served"].append(row | {"model": name, "variant": variant})
+                    tags = SMALL | {"gateway": False}
+                    res["served"].append(row | {"model": name, "variant": variant} | tags)
 
 
 def extras(name: str, task: Task, a: argparse.Namespace, res: dict[str, Any]) -> None:
@@ -86,7 +108,7 @@ def extras(name: str, task: Task, a: argparse.Namespace, res: dict[str, Any]) ->
 def run(a: argparse.Namespace) -> dict[str, Any]:
     t0 = time.time()
     a.work.mkdir(parents=True, exist_ok=True)
-    body = write_body(a.work, channels=3)
+    bodies = write_workloads(a.work, ["small", *(w for w in a.workloads if w != "small")])
     res: dict[str, Any] = {
         "command": "zooserve bench " + shlex.join(sys.argv[2:])
         if sys.argv[1:2] == ["bench"]
@@ -104,7 +126,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         "settings": {
             "seconds": a.seconds,
             "seconds_model": a.model_seconds,
-            "body_bytes": body.stat().st_size,
+            "body_bytes": bodies["small"].stat().st_size,
+            "workloads": {w: f"{WORKLOADS[w][0]}, {p.stat().st_size} bytes" for w, p in bodies.items()},
             "batch_settings": "-",
             "threads": "-",
             "stock_default": "-",
@@ -114,7 +137,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     for name in a.models:
         task = registry.get(name).task
         if task == Task.CLASSIFY:
-            classify(name, a, res, body)
+            classify(name, a, res, {w: p for w, p in bodies.items() if w in a.workloads or w == "small"})
         elif a.what in ("model", "all"):
             extras(name, task, a, res)
     res["duration_s"] = time.time() - t0

@@ -106,6 +106,44 @@ def write_body(folder: Path, channels: int | None) -> Path:
     return path
 
 
+PHONE_12MP = (4032, 3024)  # a phone camera's 12 MP frame, 4:3
+
+
+def camera_photo(size: tuple[int, int] = PHONE_12MP, quality: int = 90, source: str = "china.jpg") -> bytes:
+    """A camera-sized JPEG made from a bundled photo: its centre 4:3 cut, upscaled (Lanczos) to
+    ``size``, with a fixed +-4 luminance grain so that the file costs what a camera's does to
+    entropy-decode (12 MP q90: 2.3 MB; a smooth upscale alone is 1.4 MB)."""
+    a = load_sample_image(source)
+    h, w = a.shape[:2]
+    cw, ch = (h * size[0] // size[1], h) if w * size[1] >= h * size[0] else (w, w * size[1] // size[0])
+    left, top = (w - cw) // 2, (h - ch) // 2
+    img = np.asarray(Image.fromarray(a[top : top + ch, left : left + cw]).resize(size, Image.LANCZOS))
+    grain = np.random.default_rng(0).integers(-4, 5, size=img.shape[:2], dtype=np.int16)[..., None]
+    img = np.clip(img + grain, 0, 255).astype(np.uint8)
+    return _encode(Image.fromarray(img), "JPEG", quality=quality)
+
+
+# photo workloads of ``zooserve bench``: what an application sends; one file each, posted as is
+WORKLOADS = {
+    "small": ("scikit-learn's china.jpg, 640x427", lambda: photo_jpegs()["china.jpg"]),
+    "12mp": ("china.jpg upscaled to 4032x3024 (12 MP), q90", camera_photo),
+}
+
+
+def write_workloads(folder: Path, names: list[str]) -> dict[str, Path]:
+    """name -> file with that workload's body (generated afresh: the 12 MP one takes ~3 s)."""
+    unknown = sorted(set(names) - set(WORKLOADS))
+    if unknown:
+        raise ValueError(f"unknown workloads {unknown}: choose from {sorted(WORKLOADS)}")
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name in names:
+        path = folder / f"body_{name}.jpg"
+        path.write_bytes(WORKLOADS[name][1]())
+        out[name] = path
+    return out
+
+
 def write_samples(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for i, (png, label) in enumerate(digit_pngs(5)):

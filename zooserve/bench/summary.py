@@ -10,42 +10,74 @@ from typing import Any
 
 import torch
 
+from zooserve.bench import precision
+from zooserve.bench.precision import variant
+
+# keys a row may lack (results written before the photo workloads): what it measured then
+DEFAULTS = {"workload": "small", "precision": "fp32", "gateway": True, "proto": "rest"}
+SERVED_OVER_MODEL = 0.85  # served ÷ model-only at every precision, small photo (issue 16)
+OVER_STOCK = {  # (workload, precision) -> ours ÷ stock TorchServe at the highest concurrency
+    ("small", "fp32"): 1.5,
+    ("small", "bf16"): 3.0,
+    ("12mp", "fp32"): 2.5,
+    ("12mp", "bf16"): 4.0,
+}
+PRECISIONS = ("fp32", "bf16", "int8")
+
 
 def _pick(rows: list[dict[str, Any]], **match: Any) -> list[dict[str, Any]]:
-    return [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+    return [r for r in rows if all(r.get(k, DEFAULTS.get(k)) == v for k, v in match.items())]
+
+
+def _limit(model_rows: list[dict[str, Any]], precision: str) -> dict[str, Any] | None:
+    """The best AOTI model-only cell of ``precision``: the limit served numbers are compared with."""
+    rows = _pick(model_rows, format="aoti", precision=precision)
+    return max(rows, key=lambda r: r["items_per_s"]) if rows else None
+
+
+def _stocks(served_rows: list[dict[str, Any]]) -> list[str]:
+    return sorted({r["variant"] for r in served_rows if r["variant"].startswith("stock")})
 
 
 def targets(res: dict[str, Any], model: str) -> list[dict[str, Any]]:
     """One row per target: measured value, goal, met, and the numbers it came from."""
     mo, sv = _pick(res.get("model_only", []), model=model), _pick(res.get("served", []), model=model)
-    aoti = _pick(mo, format="aoti")
-    ours = _pick(sv, variant="ours-aoti")
-    rest, grpc = _pick(ours, proto="rest"), _pick(ours, proto="grpc")
     out: list[dict[str, Any]] = []
-    if aoti and rest:
-        best, top = max(aoti, key=lambda r: r["items_per_s"]), max(rest, key=lambda r: r["rps"])
-        out.append(
-            _t(
-                "served REST ÷ AOTI model-only (best batch)",
-                top["rps"] / best["items_per_s"],
-                0.8,
-                f"{top['rps']:.1f} req/s at c{top['concurrency']} ÷ "
-                f"{best['items_per_s']:.1f} img/s at bs{best['batch']}",
-            )
-        )
-    cmax = max((r["concurrency"] for r in rest), default=None)
-    for stock in sorted({r["variant"] for r in sv if r["variant"].startswith("stock")}):
-        a, b = _pick(rest, concurrency=cmax), _pick(sv, variant=stock, proto="rest", concurrency=cmax)
-        if a and b:
+    rest = _pick(sv, variant=variant("fp32"), proto="rest", workload="small")
+    for p in PRECISIONS:
+        limit, ours = _limit(mo, p), _pick(sv, variant=variant(p), proto="rest", workload="small")
+        if limit and ours:
+            top = max(ours, key=lambda r: r["rps"])
             out.append(
                 _t(
-                    f"ours ÷ {stock}, REST c{cmax}",
-                    a[0]["rps"] / b[0]["rps"],
-                    1.5,
-                    f"{a[0]['rps']:.1f} ÷ {b[0]['rps']:.1f} req/s",
+                    f"served ÷ model-only, {p}, small photo (REST)",
+                    top["rps"] / limit["items_per_s"],
+                    SERVED_OVER_MODEL,
+                    f"{top['rps']:.1f} req/s at c{top['concurrency']} ÷ "
+                    f"{limit['items_per_s']:.1f} img/s at bs{limit['batch']}",
                 )
             )
-    for g in grpc:
+    cmax = max((r["concurrency"] for r in _pick(sv, proto="rest")), default=None)
+    for (w, p), goal in OVER_STOCK.items():
+        a = _pick(sv, variant=variant(p), proto="rest", workload=w, concurrency=cmax)
+        for stock in _stocks(_pick(sv, workload=w)):
+            b = _pick(sv, variant=stock, workload=w, concurrency=cmax)
+            if not (a and b):
+                continue
+            t = _t(
+                f"ours {p} ÷ {stock}, {w} photo, REST c{cmax}",
+                a[0]["rps"] / b[0]["rps"],
+                goal,
+                f"{a[0]['rps']:.1f} ÷ {b[0]['rps']:.1f} req/s",
+            )
+            limit = _limit(mo, p)
+            if not t["met"] and limit:  # the measured explanation: what the model alone allows
+                ceiling = limit["items_per_s"] / b[0]["rps"]
+                t["gap"] += f"; model-only {p} ceiling ÷ stock = {ceiling:.2f}" + (
+                    " (below the goal: the model itself is the limit)" if ceiling < goal else ""
+                )
+            out.append(t)
+    for g in _pick(sv, variant=variant("fp32"), proto="grpc", workload="small"):
         r = _pick(rest, concurrency=g["concurrency"])
         if r:
             out.append(
@@ -56,7 +88,7 @@ def targets(res: dict[str, Any], model: str) -> list[dict[str, Any]]:
                     f"{g['rps']:.1f} ÷ {r[0]['rps']:.1f} req/s",
                 )
             )
-    lone, bs1 = _pick(rest, concurrency=1), _pick(aoti, batch=1)
+    lone, bs1 = _pick(rest, concurrency=1), _pick(mo, format="aoti", precision="fp32", batch=1)
     if lone and bs1 and lone[0]["p50"] is not None:
         goal = bs1[0]["ms_per_batch"] + 10
         out.append(
@@ -71,6 +103,52 @@ def targets(res: dict[str, Any], model: str) -> list[dict[str, Any]]:
     return out
 
 
+def photo_table(res: dict[str, Any], model: str) -> list[str]:
+    """Per photo workload and precision, at the highest concurrency: ours through the gateway, ours
+    on TorchServe alone, stock, the model-only limit and the ratios; lone-request p50 at c1."""
+    mo, sv = _pick(res.get("model_only", []), model=model), _pick(res.get("served", []), model=model)
+    rest = _pick(sv, proto="rest")
+    if not any(r.get("workload") == "12mp" for r in rest) and not any(
+        r.get("precision") != "fp32" for r in rest
+    ):
+        return []
+    concs = sorted({r["concurrency"] for r in rest})
+    lo, hi = concs[0], concs[-1]
+
+    def rps(label: str, w: str, c: int, key: str = "rps") -> float | None:
+        rows = _pick(rest, variant=label, workload=w, concurrency=c)
+        return rows[0].get(key) if rows else None
+
+    def ratio(x: float | None, y: float | None) -> str:
+        return f"{x / y:.2f}" if x and y else "-"
+
+    def num(x: float | None) -> str:
+        return "-" if x is None else f"{x:.1f}"
+
+    stock = precision.STOCK
+    lines = [
+        f"| photo | precision | ours c{hi} req/s | TorchServe alone c{hi} | stock c{hi} | model-only img/s | "
+        f"served ÷ model-only | ours ÷ stock | gateway ÷ alone | c{lo} p50 ms ours / alone / stock |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for w in dict.fromkeys(r.get("workload", "small") for r in rest):
+        for p in PRECISIONS:
+            ours, alone = rps(variant(p), w, hi), rps(variant(p, gateway=False), w, hi)
+            if ours is None and alone is None:
+                continue
+            st = rps(stock, w, hi)
+            limit = _limit(mo, p)
+            best = limit["items_per_s"] if limit else None
+            p50 = " / ".join(
+                num(rps(v, w, lo, "p50")) for v in (variant(p), variant(p, gateway=False), stock)
+            )
+            lines.append(
+                f"| {w} | {p} | {num(ours)} | {num(alone)} | {num(st)} | {num(best)} | {ratio(ours, best)} | "
+                f"{ratio(ours, st)} | {ratio(ours, alone)} | {p50} |"
+            )
+    return lines
+
+
 def _t(name: str, value: float, goal: float, basis: str, lower: bool = False) -> dict[str, Any]:
     met = value <= goal if lower else value >= goal
     miss = f"{'over' if lower else 'short'} by {abs(value - goal):.2f} ({abs(value / goal - 1) * 100:.0f} %)"
@@ -81,17 +159,19 @@ def _t(name: str, value: float, goal: float, basis: str, lower: bool = False) ->
 def where_time_goes(res: dict[str, Any], model: str) -> list[str]:
     """Per-stage lines for our REST runs: handler time per batch and what is outside the handler."""
     lines = []
-    for r in _pick(res.get("served", []), model=model, variant="ours-aoti"):
-        if not r.get("handler_ms"):
+    for r in _pick(res.get("served", []), model=model):
+        if not (r["variant"].startswith("ours-aoti") and r.get("handler_ms")):
             continue
         per_req = r["handler_ms"] / r["batch_mean"]
+        what = f"{r['variant']} {r.get('workload', 'small')} {r['proto']}"
         lines.append(
-            f"- {r['proto']} c{r['concurrency']}: mean batch {r['batch_mean']:.1f}; per batch decode "
+            f"- {what} c{r['concurrency']}: mean batch {r['batch_mean']:.1f}; per batch decode "
             f"{r['decode_ms']:.1f} + preprocess {r['preprocess_ms']:.1f} + inference "
             f"{r['inference_ms']:.1f} + postprocess {r['postprocess_ms']:.1f} ms = handler "
             f"{r['handler_ms']:.1f} ms ({per_req:.1f} ms/request); "
-            f"handler busy {r.get('handler_share', 0):.0f} % of the wall time, the rest is TorchServe "
-            f"(frontend, queue, worker IPC) and the load generator; p50 {r['p50']:.1f} ms."
+            f"handler busy {r.get('handler_share', 0):.0f} % of the wall time, the rest is "
+            f"{'the gateway, ' if r.get('gateway', True) else ''}TorchServe (frontend, queue, worker IPC) "
+            f"and the load generator; p50 {r['p50']:.1f} ms."
         )
     return lines
 
@@ -163,11 +243,18 @@ def write_summary(res: dict[str, Any], tables: dict[str, str], path: Path, out_d
         f"- Batch settings (ours and stock alike): {s['batch_settings']}. Our handler sets torch threads = "
         "`zooserve.threads` from model-config.yaml and 1 inter-op thread. The stock `image_classifier` "
         f"handler sets none: `{s['stock_default']}` runs with TorchServe's/torch's defaults (workers saw "
-        f"{s.get('stock_default_env') or 'no OMP_NUM_THREADS'}), `{s['stock_matched']}` with "
-        f"OMP_NUM_THREADS={s['threads']} in the server's environment "
-        f"(workers saw {s.get('stock_matched_env')}).",
+        f"{s.get('stock_default_env') or 'no OMP_NUM_THREADS'})"
+        + (
+            f", `{s['stock_matched']}` with OMP_NUM_THREADS={s['threads']} in the server's environment "
+            f"(workers saw {s.get('stock_matched_env')})."
+            if s["stock_matched"] != "-"
+            else "."
+        ),
         "- Stock = TorchServe 0.12's `image_classifier` handler (PIL decode + torchvision transforms per "
-        "image) serving our build's TorchScript `model.pt`, with an index_to_name.json of our labels.",
+        "image) serving our build's TorchScript `model.pt`, with an index_to_name.json of our labels, "
+        "called directly (no gateway: stock TorchServe has none). Ours goes through the gateway (the "
+        "product's default) unless marked `(no gateway)` (TorchServe alone, `zooserve serve --no-gateway`).",
+        *[f"- Photo workload `{w}`: {text}." for w, text in s.get("workloads", {}).items()],
         "",
     ]
     for model in res["models"]:
@@ -185,6 +272,9 @@ def write_summary(res: dict[str, Any], tables: dict[str, str], path: Path, out_d
                 for t in tg
             ]
             lines += ["", "Where the time goes (ours, AOTInductor):", "", *where_time_goes(res, model), ""]
+        photos = photo_table(res, model)
+        if photos:
+            lines += [f"## Precisions and photos: {model}", "", *photos, ""]
     titles = {
         "model_only.md": "Model-only throughput (the limit)",
         "served.md": "Served throughput and latency",

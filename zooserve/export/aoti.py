@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,15 +34,17 @@ def export_program(target: ExportTarget) -> torch.export.ExportedProgram:
 
 
 def compile_aoti(target: ExportTarget, path: Path, precision: Precision = Precision.FP32) -> Path:
-    """Compile to a ``.pt2`` package with Inductor freezing.
+    """Compile to a ``.pt2`` package with Inductor freezing, autograd off, for every precision.
 
-    Freezing only folds weights and picks fused oneDNN kernels when autograd is off. fp32 builds
-    compile that way. Reduced-precision builds do not yet: with it, LeNet-5's bf16/int8 artifacts
-    miscompiled (8 % digits accuracy; the accuracy gate refused them), see docs/precision.md.
+    Freezing only folds weights and picks fused oneDNN kernels (conv/linear + pointwise, int8
+    qconv/qlinear) when autograd is off. torch 2.14 miscompiles one pattern on this path, a conv
+    with ONE input channel under a dynamic batch; the precision builders avoid it
+    (``precision.single_channel_convs``, docs/precision.md). ``precision`` is part of the formats'
+    compile signature; AOTInductor compiles every precision the same way.
     """
+    del precision
     program = export_program(target)
-    grad = torch.no_grad() if precision == Precision.FP32 else contextlib.nullcontext()
-    with grad, inductor_config.patch({"freezing": True}):
+    with torch.no_grad(), inductor_config.patch({"freezing": True}):
         torch._inductor.aoti_compile_and_package(program, package_path=str(path))
     return path
 

@@ -98,6 +98,8 @@ class CastWrapper(nn.Module):
         super().__init__()
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         self.module = module.to(dtype=dtype, memory_format=fmt).eval()
+        if channels_last:
+            contiguous_single_channel_convs(self.module)
         self.dtype = dtype
         self.channels_last = channels_last
 
@@ -111,6 +113,27 @@ class CastWrapper(nn.Module):
 def bf16_target(target: ExportTarget, channels_last: bool) -> ExportTarget:
     module = CastWrapper(copy.deepcopy(target.module), torch.bfloat16, channels_last)
     return replace(target, module=module)
+
+
+# ---- torch 2.14 workaround: convolutions with one input channel --------------------------------
+# With freezing and a dynamic batch, Inductor (torch/_inductor/mkldnn_ir.py,
+# _prepare_convolution_fusion_create) plans an NCHW output for a conv whose input looks
+# contiguous, and an (N, 1, H, W) input always does (it ignores the stride of a size-1 dim).
+# ATen's kernels decide otherwise: the fp32/bf16 oneDNN conv writes NHWC when its *weight* is
+# channels_last, oneDNN's int8 qconv always writes NHWC. The next kernel then reads the buffer with
+# the wrong strides (LeNet-5: 4 % digits accuracy). Reproducer: docs/repro_freezing.py.
+def single_channel_convs(module: nn.Module) -> list[str]:
+    return [n for n, m in module.named_modules() if isinstance(m, nn.Conv2d) and m.in_channels == 1]
+
+
+def contiguous_single_channel_convs(module: nn.Module) -> list[str]:
+    """Plain NCHW weights for the convs that read one channel (ATen then writes NCHW, as Inductor
+    expects). ``.contiguous()`` is a no-op on a C=1 channels_last weight, hence the clone."""
+    names = single_channel_convs(module)
+    for name in names:
+        conv = module.get_submodule(name)
+        conv.weight.data = conv.weight.data.clone(memory_format=torch.contiguous_format)
+    return names
 
 
 # ---- int8 ---------------------------------------------------------------------------------------
@@ -152,6 +175,8 @@ def int8_target(
     spec: ModelSpec, target: ExportTarget, images: list[torch.Tensor], channels_last: bool
 ) -> ExportTarget:
     prepare_pt2e, convert_pt2e, quantizer = _pt2e()
+    for name in single_channel_convs(target.module):  # qconv on 1 channel: see above; stays fp32
+        quantizer.set_module_name_qconfig(name, None)
 
     example = target.example_inputs[0]
     # export with the target's dynamic dims so no batch/size gets baked into the quantized graph
@@ -214,8 +239,8 @@ def artifact_gate(
     precision: Precision,
 ) -> dict[str, Any]:
     """The gate on the AOTInductor artifact, compiled exactly as the build will compile it.
-    Needed: with Inductor's freezing active, LeNet-5's bf16 and int8 graphs compiled to wrong
-    numbers (8 % agreement) while their eager modules passed."""
+    Needed: with Inductor's freezing active, LeNet-5's bf16 and int8 graphs once compiled to wrong
+    numbers (8 % agreement) while their eager modules passed (the single-channel conv bug above)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = compile_aoti(target, Path(tmp) / "gate.pt2", precision)
         compiled = load_aoti(path, torch.device("cpu"))

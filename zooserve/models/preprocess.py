@@ -1,14 +1,12 @@
-"""Image preprocessing driven by a model's InputSpec, over whole batches: images with the same
-shape are resized together, then one crop, one dtype conversion and one normalisation for the
-batch. Serving, calibration, gates, tests and benchmarks all call these, so every path feeds the
+"""Image preprocessing driven by a model's InputSpec, over whole batches: each image is resized
+and cropped on its own (see ``resize_batch``), then one dtype conversion and one normalisation
+for the batch. Serving, calibration, gates, tests and benchmarks all call these, so every path feeds the
 network the same pixels. Digit models (``InputSpec.ink_box``) are framed by their ink instead:
 ``zooserve.models.digits``."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torchvision.transforms.v2 import functional as F
@@ -22,8 +20,14 @@ def resize_batch(
     images: Sequence[torch.Tensor], spec: InputSpec, crop: int | None = None, resize: int | None = None
 ) -> torch.Tensor:
     """uint8 (N, C, crop, crop): torchvision's Resize(resize) + CenterCrop(crop), or a stretch to
-    crop x crop when there is no resize side. Defaults come from the spec; same-shaped images are
-    resized in one call.
+    crop x crop when there is no resize side. Defaults come from the spec.
+
+    One resize + crop per image, in the image's own memory layout, then one stack of the small
+    crops. Decoders hand over CHW views of HWC memory, which torch's uint8 antialias kernel (AVX2,
+    one image at a time whatever the batch) reads without repacking; stacking full-size images
+    first makes a planar NCHW copy that the kernel then unpacks again. Measured on 12 MP photos, 8
+    same-sized images, 1 thread: 8 ms/image one by one against 128 ms/image stacked; the pixels are
+    the same (torch.equal).
 
     The centre crop never reads beyond the middle of the long side, so an image longer than
     ``MAX_ASPECT`` times its short side is cut to that first: a 1 x 100 000 strip costs what a
@@ -31,22 +35,16 @@ def resize_batch(
     are untouched)."""
     crop = crop or spec.size
     resize = resize or spec.resize
-    if resize is not None:
-        images = [_cut_to_aspect(img, MAX_ASPECT) for img in images]
-    out: list[Any] = [None] * len(images)
-    groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
-    for i, img in enumerate(images):
-        groups[tuple(img.shape)].append(i)
-    for shape, idx in groups.items():
-        stack = images[idx[0]].unsqueeze(0) if len(idx) == 1 else torch.stack([images[i] for i in idx])
+    out = []
+    for img in images:
         if resize is None:
-            stack = F.resize(stack, [crop, crop], antialias=True)
+            img = F.resize(img, [crop, crop], antialias=True)
         else:
-            if min(shape[1:]) != resize:
-                stack = F.resize(stack, resize, antialias=True)
-            stack = F.center_crop(stack, [crop, crop])
-        for j, i in enumerate(idx):
-            out[i] = stack[j]
+            img = _cut_to_aspect(img, MAX_ASPECT)
+            if min(img.shape[1:]) != resize:
+                img = F.resize(img, resize, antialias=True)
+            img = F.center_crop(img, [crop, crop])
+        out.append(img)
     return torch.stack(out)
 
 

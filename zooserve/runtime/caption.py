@@ -41,7 +41,8 @@ class CaptionPipeline(Pipeline):
         self.size = int(manifest.metadata["encoded_size"])
         self.captioner = captioner_from_bundle(bundle)
         self.defaults = BeamOptions(opts.beam_size, opts.max_length, opts.length_norm)
-        self.limits = images.limits_for(3, opts, self.spec.resize or self.spec.size)
+        self.cover = self.spec.resize or self.spec.size
+        self.limits = images.limits_for(3, opts, self.cover)
         self.batch_pixels = opts.max_batch_pixels
 
     def decode(self, request: Request) -> CaptionItem:
@@ -50,7 +51,7 @@ class CaptionPipeline(Pipeline):
         return CaptionItem(decoded.image, decoded.declared_pixels, flag_option(request, "attention"), options)
 
     def example_item(self) -> CaptionItem:
-        image = images.warmup_image(self.limits, self.limits.min_side or self.spec.size)
+        image = images.warmup_image(self.limits, self.cover)
         return CaptionItem(image, 0, False, self.defaults)
 
     def preprocess(self, items: list[CaptionItem]) -> tuple[torch.Tensor, list[BeamOptions]]:

@@ -72,7 +72,8 @@ class ClassifyPipeline(Pipeline):
         cover = max(self.scales) if self.evaluation == Evaluation.DENSE and self.scales else self.spec.resize
         if self.spec.ink_box is not None:  # digits are framed on a working canvas, not at model size
             cover = CANVAS
-        self.limits = limits_for(self.spec.channels, opts, cover or self.spec.size)
+        self.cover = cover or self.spec.size
+        self.limits = limits_for(self.spec.channels, opts, self.cover)
         self.gpu_decode = bundle.device.type == "cuda" and self.spec.channels == 3
         if self.evaluation == Evaluation.DENSE and (self.dense_model is None or not self.scales):
             raise ConfigError("evaluation 'dense' needs an archive built with --dense (the FC-to-conv model)")
@@ -88,7 +89,7 @@ class ClassifyPipeline(Pipeline):
         return Item(decoded.image, topk, decoded.declared_pixels)
 
     def example_item(self) -> Item:
-        return Item(warmup_image(self.limits, self.limits.min_side or self.spec.size), self.topk, 0)
+        return Item(warmup_image(self.limits, self.cover), self.topk, 0)
 
     def _images(self, items: list[Item]) -> list[torch.Tensor]:
         """Every item's image on the model's device: pending JPEGs in one GPU decode, the rest
