@@ -29,7 +29,7 @@ def completions(a: Admission, model: str, n: int) -> None:
 
 def expected_limit(n_done: int, p: Policy) -> int:
     rate = n_done / adm.RATE_WINDOW_S
-    return max(p.floor, min(p.cap, math.ceil(rate * p.deadline_s * adm.HEADROOM)))
+    return max(p.floor, min(p.cap, math.ceil(rate * p.deadline_s * adm.HEADROOM - p.floor)))
 
 
 def test_an_idle_model_admits_its_floor_then_refuses() -> None:
@@ -95,7 +95,7 @@ def test_the_rate_forgets_completions_older_than_the_window() -> None:
 def test_retry_after_is_the_backlog_over_the_rate() -> None:
     a = Admission(Policy(deadline_s=10.0, floor=1, cap=1000))
     completions(a, "m", 10)  # 2 per second
-    limit = a.limit("m")  # ceil(2 * 10 * 0.8) = 16
+    limit = a.limit("m")  # ceil(2 * 10 * 0.8 - 1) = 15
     for _ in range(limit):
         a.admit("m")
     with pytest.raises(Overloaded) as exc:
@@ -107,12 +107,12 @@ def test_retry_after_is_the_backlog_over_the_rate() -> None:
 
 def test_a_call_that_would_be_reached_after_its_deadline_is_refused_now() -> None:
     a = Admission(Policy(deadline_s=100.0, floor=2, cap=1000))
-    completions(a, "m", 10)  # 2 per second, limit ceil(2 * 100 * 0.8) = 160
+    completions(a, "m", 10)  # 2 per second, limit ceil(2 * 100 * 0.8 - 2) = 158
     for _ in range(4):
         a.admit("m", time_left_s=60)
     with pytest.raises(Overloaded, match="after its deadline"):
-        a.admit("m", time_left_s=1.0)  # 4 ahead at 2/s: 2 s > 1 s
-    a.admit("m", time_left_s=3.0)  # 2 s <= 3 s
+        a.admit("m", time_left_s=2.5)  # 4 ahead and its batch of 2 at 2/s: 3 s > 2.5 s
+    a.admit("m", time_left_s=3.0)  # 3 s <= 3 s
     assert a.in_flight("m") == 5
 
 

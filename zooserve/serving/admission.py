@@ -1,13 +1,14 @@
 """Per-model admission: a bounded number of requests in flight, sized from measured throughput.
 
 A model may hold ``limit`` requests in flight (queued in TorchServe or in a batch). The limit is
-what the model can finish within its default deadline, ``rate x deadline``, where ``rate`` is the
-completions per second measured over the last few seconds; never below ``floor`` (a full batch
-per worker, so an idle model admits a burst) nor above ``cap`` (TorchServe's own job queue, whose
-bare 503 must never be reached). Beyond the limit a request is refused at once with the time after
-which a retry is likely to be admitted (``Retry-After``). A model being unloaded admits nothing
-and tells its drainer when its last request is done; a model being registered admits nothing
-until a worker is ready (TorchServe would queue its requests behind the worker's start).
+what the model can finish within its default deadline, ``rate x deadline`` less the newcomer's own
+batch (``floor``), where ``rate`` is the completions per second measured over the last few seconds;
+never below ``floor`` (a full batch per worker, so an idle model admits a burst) nor above ``cap``
+(TorchServe's own job queue, whose bare 503 must never be reached). Beyond the limit a request is
+refused at once with the time after which a retry is likely to be admitted (``Retry-After``). A
+model being unloaded admits nothing and tells its drainer when its last request is done; a model
+being registered admits nothing until a worker is ready (TorchServe would queue its requests behind
+the worker's start).
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ class Admission:
     def limit(self, model: str) -> int:
         m = self._model(model)
         p = m.policy
-        want = self.rate(model) * p.deadline_s * HEADROOM
+        # a newcomer is answered once those ahead and its own batch are done: (n + floor) / rate
+        want = self.rate(model) * p.deadline_s * HEADROOM - p.floor
         return max(p.floor, min(p.cap, math.ceil(want) if math.isfinite(want) else p.cap))
 
     def in_flight(self, model: str) -> int:
@@ -96,11 +98,11 @@ class Admission:
             time_left_s is not None
             and rate > 0
             and m.in_flight >= m.policy.floor
-            and m.in_flight / rate > time_left_s
+            and (m.in_flight + m.policy.floor) / rate > time_left_s
         ):
             raise Overloaded(
-                f"model {model!r} would reach this request after its deadline "
-                f"({m.in_flight} ahead at {rate:.1f}/s, {time_left_s:.2f} s left)",
+                f"model {model!r} would answer this request after its deadline "
+                f"({m.in_flight} ahead and its batch at {rate:.1f}/s, {time_left_s:.2f} s left)",
                 retry_after_s=self.retry_after(model),
             )
         m.in_flight += 1
