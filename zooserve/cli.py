@@ -20,7 +20,7 @@ from zooserve.manifest import Manifest
 from zooserve.models import registry
 from zooserve.models.params import count_params
 from zooserve.serving import server
-from zooserve.specs import Evaluation, Precision, Weights
+from zooserve.specs import Decode, Evaluation, Precision, Weights
 
 DEFAULT_STORE = Path("model_store")
 DEFAULT_RUN_DIR = Path(".zooserve")
@@ -51,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
         help="serving mode (default: dense with --dense, else center)",
     )
     b.add_argument("--precision", default="fp32", choices=list(Precision))
+    b.add_argument(
+        "--decode",
+        choices=list(Decode),
+        help="JPEG decode: fast (DCT-scaled to the model's size, the default) or exact (full size, "
+        "torchvision's pixels); also the serving option `decode` in model-config.yaml",
+    )
     b.add_argument("--calibration", type=Path, help="folder of images for int8 calibration")
     b.add_argument("--name", help="archive/served name (serve one model in several variants)")
     b.add_argument("--out", type=Path, default=DEFAULT_STORE)
@@ -160,6 +166,7 @@ def cmd_build(args: argparse.Namespace) -> None:
         evaluation=args.evaluation,
         calibration=args.calibration,
         archive_name=args.name,
+        serving={"decode": args.decode} if args.decode else {},
     )
     for name in args.models:
         res = build(name, opts, out=args.out)

@@ -149,7 +149,7 @@ def test_bench_precision_serves_the_12_mp_photo_through_the_gateway_alone_and_st
     assert "ours fp32 ÷ stock (default threads), 12mp photo, REST c1" in text
 
 
-def test_tencrop_evaluation_through_the_cli(tmp_path: Path) -> None:
+def test_tencrop_evaluation_and_exact_decode_through_the_cli(tmp_path: Path) -> None:
     _zooserve(
         "build",
         "tiny_resnet",
@@ -157,6 +157,8 @@ def test_tencrop_evaluation_through_the_cli(tmp_path: Path) -> None:
         "torchscript",
         "--evaluation",
         "tencrop",
+        "--decode",
+        "exact",
         "--name",
         "tr_tencrop",
         "--out",
@@ -165,7 +167,9 @@ def test_tencrop_evaluation_through_the_cli(tmp_path: Path) -> None:
     )
     bundle = load_bundle(tmp_path / ".zooserve" / "builds" / "tr_tencrop", device="cpu")
     assert bundle.manifest.serving.evaluation == "tencrop" and bundle.manifest.name == "tr_tencrop"
+    assert bundle.manifest.serving.decode == "exact"
     pipe = make_pipeline(bundle)
+    assert pipe.limits.min_side is None  # full-size decode: torchvision's pixels
     (answer,) = run_batch(pipe, [Request(photo_jpegs()["china.jpg"])])
     probs = [p["probability"] for p in answer.body["predictions"]]
     assert (

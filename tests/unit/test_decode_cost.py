@@ -22,7 +22,7 @@ from torchvision.transforms.v2 import functional as F
 
 from zooserve.errors import ImageTooLarge, InvalidImage
 from zooserve.manifest import ServingOptions
-from zooserve.models.preprocess import MAX_ASPECT, resize_batch
+from zooserve.models.preprocess import MAX_ASPECT, _resized_shape, resize_batch
 from zooserve.runtime.images import (
     FAST_MARGIN,
     SIGNATURES,
@@ -467,3 +467,27 @@ def test_fast_mode_box_reduces_other_formats_to_what_the_model_needs() -> None:
     Image.fromarray(pixels[:400, :300]).save(small, "PNG")  # 300 // 224 = 1: nothing to reduce
     got = decode_image_bytes(small.getvalue(), fast).image.permute(1, 2, 0).numpy()
     assert np.array_equal(got, pixels[:400, :300])
+
+
+@pytest.mark.parametrize("h, w", [(2725, 4078), (1001, 803), (3024, 4032), (767, 1023)])
+def test_a_reduced_decode_is_resized_to_the_full_images_shape(h: int, w: int) -> None:
+    """The reduced decode remembers the full (H, W), and the resize gives the shape torchvision's
+    Resize gives the full image: a long side rounded from the reduced size can be one pixel short
+    (2725 x 4078 at 1/2 for side 256: 382 wide instead of 383), which moves the centre crop by half
+    a pixel."""
+    side = 64
+    data = jpeg(h, w)
+    fast = decode_image_bytes(data, DecodeLimits(3, 50_000_000, 20_000_000, side))
+    exact = decode_image_bytes(data, DecodeLimits(3, 50_000_000, 20_000_000, None))
+    assert fast.full_size == (h, w) and exact.full_size is None and fast.image.shape[1:] != (h, w)
+    assert _resized_shape(fast.full_size, side) == F.resize(exact.image, side, antialias=True).shape[1:]
+    spec = InputSpec(size=side, resize=side)
+    got = resize_batch([fast.image], spec, full_sizes=[fast.full_size])
+    ref = resize_batch([exact.image], spec)
+    assert got.shape == ref.shape and (got.float() - ref.float()).abs().mean() < 3.0
+
+
+def test_the_long_side_rounding_the_full_size_avoids() -> None:
+    assert _resized_shape((2725, 4078), 256) == (256, 383)  # torchvision on the full photo
+    assert _resized_shape((1363, 2039), 256) == (256, 382)  # the same photo decoded at 1/2
+    assert _resized_shape((4078, 2725), 256) == (383, 256)

@@ -17,10 +17,17 @@ MAX_ASPECT = 4  # resize-then-crop: the long side is first cut to 4x the short s
 
 
 def resize_batch(
-    images: Sequence[torch.Tensor], spec: InputSpec, crop: int | None = None, resize: int | None = None
+    images: Sequence[torch.Tensor],
+    spec: InputSpec,
+    crop: int | None = None,
+    resize: int | None = None,
+    full_sizes: Sequence[tuple[int, int] | None] | None = None,
 ) -> torch.Tensor:
     """uint8 (N, C, crop, crop): torchvision's Resize(resize) + CenterCrop(crop), or a stretch to
-    crop x crop when there is no resize side. Defaults come from the spec.
+    crop x crop when there is no resize side. Defaults come from the spec. ``full_sizes``: for an
+    image decoded smaller than it is (fast decode), its full (H, W); it is resized to the shape
+    torchvision's Resize gives the full image (a long side rounded from the reduced size can be
+    one pixel shorter, which moves the centre crop by half a pixel).
 
     One resize + crop per image, in the image's own memory layout, then one stack of the small
     crops. Decoders hand over CHW views of HWC memory, which torch's uint8 antialias kernel (AVX2,
@@ -36,16 +43,25 @@ def resize_batch(
     crop = crop or spec.size
     resize = resize or spec.resize
     out = []
-    for img in images:
+    for img, full in zip(images, full_sizes or [None] * len(images), strict=True):
         if resize is None:
             img = F.resize(img, [crop, crop], antialias=True)
         else:
-            img = _cut_to_aspect(img, MAX_ASPECT)
-            if min(img.shape[1:]) != resize:
-                img = F.resize(img, resize, antialias=True)
+            cut = _cut_to_aspect(img, MAX_ASPECT)
+            target = _resized_shape(full if full is not None and cut is img else cut.shape[1:], resize)
+            img = cut if tuple(cut.shape[1:]) == target else F.resize(cut, list(target), antialias=True)
             img = F.center_crop(img, [crop, crop])
         out.append(img)
     return torch.stack(out)
+
+
+def _resized_shape(size: Sequence[int], resize: int) -> tuple[int, int]:
+    """(H, W) of torchvision's Resize(resize) on an image of ``size``: the shorter side becomes
+    ``resize``, the longer one int(resize x long / short)."""
+    h, w = int(size[0]), int(size[1])
+    if h <= w:
+        return resize, int(resize * w / h)
+    return int(resize * h / w), resize
 
 
 def _cut_to_aspect(img: torch.Tensor, aspect: int) -> torch.Tensor:

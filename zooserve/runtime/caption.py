@@ -24,6 +24,7 @@ class CaptionItem:
     pixels: int  # declared by the image's header: what the batch budget counts
     attention: bool
     opts: BeamOptions
+    full_size: tuple[int, int] | None = None  # (H, W) when decoded smaller: see resize_batch
 
 
 def captioner_from_bundle(bundle: Bundle) -> Captioner:
@@ -48,7 +49,8 @@ class CaptionPipeline(Pipeline):
     def decode(self, request: Request) -> CaptionItem:
         decoded = images.decode_image_bytes(images.image_bytes(request), self.limits)
         options = request_options(request, self.defaults)
-        return CaptionItem(decoded.image, decoded.declared_pixels, flag_option(request, "attention"), options)
+        attention = flag_option(request, "attention")
+        return CaptionItem(decoded.image, decoded.declared_pixels, attention, options, decoded.full_size)
 
     def example_item(self) -> CaptionItem:
         image = images.warmup_image(self.limits, self.cover)
@@ -56,7 +58,7 @@ class CaptionPipeline(Pipeline):
 
     def preprocess(self, items: list[CaptionItem]) -> tuple[torch.Tensor, list[BeamOptions]]:
         images.check_batch_pixels([it.pixels for it in items], self.batch_pixels)  # run_batch splits
-        batch = resize_batch([it.image for it in items], self.spec)
+        batch = resize_batch([it.image for it in items], self.spec, full_sizes=[it.full_size for it in items])
         return normalize(batch.to(self.bundle.device), self.spec), [it.opts for it in items]
 
     def forward(self, inputs: tuple[torch.Tensor, list[BeamOptions]]) -> list[Hypothesis]:

@@ -39,6 +39,7 @@ class Item:
     pixels: int  # declared by the image's header: what the batch budget counts
     jpeg: bytes = b""
     error: RequestError | None = None  # found by the batch's preprocessing: answered alone, as 4xx
+    full_size: tuple[int, int] | None = None  # (H, W) when decoded smaller: see resize_batch
 
 
 def topk_predictions(probs: torch.Tensor, ks: list[int], labels: Sequence[str]) -> list[list[dict[str, Any]]]:
@@ -86,7 +87,7 @@ class ClassifyPipeline(Pipeline):
             if fmt == "JPEG":
                 return Item(None, topk, pixels, jpeg=data)  # decoded with its batch-mates on the GPU
         decoded = decode_image_bytes(data, self.limits)
-        return Item(decoded.image, topk, decoded.declared_pixels)
+        return Item(decoded.image, topk, decoded.declared_pixels, full_size=decoded.full_size)
 
     def example_item(self) -> Item:
         return Item(warmup_image(self.limits, self.cover), self.topk, 0)
@@ -115,15 +116,20 @@ class ClassifyPipeline(Pipeline):
         images = self._images(items)
         if self.spec.ink_box is not None:
             return self._digits(images, items)
+        full = [it.full_size for it in items]
         if self.evaluation == Evaluation.CENTER:
-            return [normalize(resize_batch(images, self.spec), self.spec)]
+            return [normalize(resize_batch(images, self.spec, full_sizes=full), self.spec)]
         if self.evaluation == Evaluation.TENCROP:
             side = self.spec.resize or self.spec.size
-            crops = F.ten_crop(resize_batch(images, self.spec, crop=side), [self.spec.size, self.spec.size])
+            resized = resize_batch(images, self.spec, crop=side, full_sizes=full)
+            crops = F.ten_crop(resized, [self.spec.size, self.spec.size])
             batch = torch.stack(crops, dim=1).flatten(0, 1)  # (N*10, C, S, S), image-major
             return [normalize(batch, self.spec)]
         # dense: each scale Q is the image resized to shorter side Q, centre square Q x Q
-        return [normalize(resize_batch(images, self.spec, crop=q, resize=q), self.spec) for q in self.scales]
+        return [
+            normalize(resize_batch(images, self.spec, crop=q, resize=q, full_sizes=full), self.spec)
+            for q in self.scales
+        ]
 
     @torch.inference_mode()
     def forward(self, inputs: list[torch.Tensor]) -> torch.Tensor:

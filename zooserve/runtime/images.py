@@ -72,6 +72,9 @@ class DecodeLimits:
 class Decoded:
     image: torch.Tensor  # uint8 (channels, H, W)
     declared_pixels: int  # width x height from the header (what batch budgets count)
+    # (H, W) of the whole image when it was decoded smaller (fast mode): the model's resize then
+    # gives the shape a full-size decode would get, so the crop lands on the same pixels
+    full_size: tuple[int, int] | None = None
 
 
 def limits_for(channels: int, opts: ServingOptions, cover: int) -> DecodeLimits:
@@ -148,15 +151,15 @@ def decode_image_bytes(data: bytes, limits: DecodeLimits) -> Decoded:
             if limits.min_side is not None:
                 _check_budget(*im.size, limits.max_decoded_pixels, "would decode to")
             return Decoded(_decode_jpeg_full(data, limits.channels), declared)
+        width, height = im.size
         try:
             if reduction > 1:  # libjpeg-turbo decodes in the DCT domain at 1/reduction scale
-                width, height = im.size
                 im.draft("RGB" if limits.channels == 3 else "L", (width // reduction, height // reduction))
             _check_budget(*im.size, limits.max_decoded_pixels, "would decode to")
             im.seek(0)  # first frame of an animation or of a multi-page TIFF
-            return Decoded(
-                _to_tensor(im, limits.channels, limits.min_side if fmt != "JPEG" else None), declared
-            )
+            image = _to_tensor(im, limits.channels, limits.min_side if fmt != "JPEG" else None)
+            reduced = tuple(image.shape[1:]) != (height, width)
+            return Decoded(image, declared, (height, width) if reduced else None)
         except (ImageTooLarge, InvalidImage):
             raise
         except Exception as e:  # noqa: BLE001 - Pillow raises many types for corrupt data
