@@ -76,31 +76,22 @@ def bench_work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("bench-work")
 
 
-def test_bench_served_measures_ours_over_rest_and_grpc(tmp_path: Path, bench_work: Path) -> None:
+def _bench(tmp_path: Path, work: Path, *args: str) -> tuple[dict, str]:
+    """``zooserve bench ARGS`` on tiny_resnet in ``tmp_path``: (results.json, the summary's text)."""
     require("ab", "apache2-utils")
     out, summary = tmp_path / "out", tmp_path / "benchmarks.md"
-    _zooserve(
-        "bench",
-        "served",
-        "tiny_resnet",
-        "--concurrency",
-        "1,4",
-        "--seconds",
-        "2",
-        "--out",
-        str(out),
-        "--summary",
-        str(summary),
-        "--work",
-        str(bench_work),
-        cwd=tmp_path,
-        timeout=1500,
-    )
-    rows = json.loads((out / "results.json").read_text())["served"]
+    where = ["--out", str(out), "--summary", str(summary), "--work", str(work)]
+    _zooserve("bench", args[0], "tiny_resnet", *args[1:], *where, cwd=tmp_path, timeout=1500)
+    return json.loads((out / "results.json").read_text()), summary.read_text()
+
+
+def test_bench_served_measures_ours_over_rest_and_grpc(tmp_path: Path, bench_work: Path) -> None:
+    res, text = _bench(tmp_path, bench_work, "served", "--concurrency", "1,4", "--seconds", "2")
+    rows = res["served"]
     got = {(r["variant"], r["proto"], r["concurrency"]) for r in rows}
     assert {("ours-aoti", p, c) for p in ("rest", "grpc") for c in (1, 4)} <= got
     assert all(r["rps"] > 0 and r["errors"] == 0 for r in rows)
-    assert "tiny_resnet" in summary.read_text()
+    assert "tiny_resnet" in text
 
 
 def test_bench_precision_serves_the_12_mp_photo_through_the_gateway_alone_and_stock(
@@ -108,32 +99,13 @@ def test_bench_precision_serves_the_12_mp_photo_through_the_gateway_alone_and_st
 ) -> None:
     """The photo workload end to end on a tiny model: ours through the gateway, ours on TorchServe
     alone, stock TorchServe, all on the generated 12 MP JPEG, with the ratios in the summary."""
-    require("ab", "apache2-utils")
-    out, summary = tmp_path / "out", tmp_path / "benchmarks.md"
-    _zooserve(
-        "bench",
+    res, text = _bench(
+        tmp_path,
+        bench_work,
         "precision",
-        "tiny_resnet",
-        "--precisions",
-        "fp32",
-        "--workloads",
-        "12mp",
-        "--concurrency",
-        "1",
-        "--batches",
-        "1",
-        "--seconds",
-        "1",
-        "--out",
-        str(out),
-        "--summary",
-        str(summary),
-        "--work",
-        str(bench_work),
-        cwd=tmp_path,
-        timeout=1500,
+        *("--precisions", "fp32", "--workloads", "12mp", "--concurrency", "1"),
+        *("--batches", "1", "--seconds", "1"),
     )
-    res = json.loads((out / "results.json").read_text())
     got = {(r["variant"], r["workload"], r["gateway"]): r for r in res["served"]}
     want = {
         ("ours-aoti", "12mp", True),
@@ -144,7 +116,6 @@ def test_bench_precision_serves_the_12_mp_photo_through_the_gateway_alone_and_st
     assert all(r["rps"] > 0 and r["errors"] == 0 for r in got.values())
     assert got[("ours-aoti", "12mp", True)]["decode_ms"] > 0  # our handler's stages were read
     assert {(r["precision"], r["batch"]) for r in res["model_only"]} == {("fp32", 1)}
-    text = summary.read_text()
     assert "## Precisions and photos: tiny_resnet" in text and "| 12mp | fp32 |" in text
     assert "ours fp32 ÷ stock (default threads), 12mp photo, REST c1" in text
 
