@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import pytest
 import requests
 
-from tests.docker.dockertools import BUILD_TIMEOUT, ROOT, free_ports, run
+from tests.docker.dockertools import BUILD_TIMEOUT, ROOT, run
+from zooserve.serving.processes import free_ports
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "zooserve.json"
 HEALTHY_TIMEOUT = 300.0

@@ -18,7 +18,8 @@ import pytest
 import requests
 import yaml
 
-from tests.docker.dockertools import BUILD_TIMEOUT, ROOT, free_ports, run
+from tests.docker.dockertools import BUILD_TIMEOUT, ROOT, run
+from zooserve.serving.processes import free_ports
 
 K8S = ROOT / "deploy" / "kubernetes"
 READY_TIMEOUT = 300.0

@@ -230,3 +230,36 @@ def test_an_unbounded_deadline_policy_still_admits() -> None:
     a = Admission(policy_from({"zooserve": {"deadline_ms": float("inf")}}))
     a.admit("m")
     assert a.in_flight("m") == 1
+
+
+# ---- capacity from batch times -------------------------------------------------------------------
+def test_an_idle_model_keeps_the_limit_its_batch_times_allow() -> None:
+    """A burst after a quiet spell is admitted up to what the model can do, not what it was asked
+    to do lately: the completion rate of an idle model is its demand."""
+    p = Policy(deadline_s=2.0, floor=8, cap=100)
+    a = Admission(p)
+    a.record_batch("m", 8, 0.4)  # 20 per second
+    assert a.rate("m") == 0 and a.capacity("m") == pytest.approx(20.0)
+    limit = a.limit("m")
+    assert limit == math.ceil(20.0 * p.deadline_s * adm.HEADROOM - p.floor) == 24
+    for _ in range(limit):
+        a.admit("m", time_left_s=p.deadline_s)
+    with pytest.raises(Overloaded):
+        a.admit("m", time_left_s=p.deadline_s)
+
+
+def test_batch_times_are_averaged_and_garbage_is_ignored() -> None:
+    a = Admission(POLICY)
+    for items, seconds in [(0, 1.0), (8, 0.0), (8, math.nan), (8, math.inf), (math.nan, 1.0), (-3, 1.0)]:
+        a.record_batch("m", items, seconds)
+    assert a.capacity("m") == 0  # nothing measured
+    a.record_batch("m", 8, 0.4)  # 0.05 s per item
+    a.record_batch("m", 8, 0.8)  # 0.1: the average moves a fifth of the way
+    assert a.capacity("m") == pytest.approx(1 / (0.05 + adm.SERVICE_WEIGHT * 0.05))
+
+
+def test_the_measured_rate_wins_when_it_is_higher() -> None:
+    a = Admission(POLICY)
+    a.record_batch("m", 1, 10.0)  # 0.1 per second from one slow batch
+    completions(a, "m", 20)  # 4 per second answered
+    assert a.capacity("m") == pytest.approx(20 / adm.RATE_WINDOW_S)

@@ -2,7 +2,9 @@
 
 A model may hold ``limit`` requests in flight (queued in TorchServe or in a batch). The limit is
 what the model can finish within its default deadline, ``rate x deadline`` less the newcomer's own
-batch (``floor``), where ``rate`` is the completions per second measured over the last few seconds;
+batch (``floor``), where ``rate`` is the model's capacity: the larger of the completions per second
+over the last few seconds and what its handler's batch times say it can do (batch size / batch
+seconds, averaged; an idle model keeps the limit of its capacity, not of its recent demand);
 never below ``floor`` (a full batch per worker, so an idle model admits a burst) nor above ``cap``
 (TorchServe's own job queue, whose bare 503 must never be reached). Beyond the limit a request is
 refused at once with the time after which a retry is likely to be admitted (``Retry-After``). A
@@ -23,6 +25,7 @@ from zooserve.errors import ModelLoading, ModelUnloading, Overloaded
 
 RATE_WINDOW_S = 5.0  # completions counted over this window
 HEADROOM = 0.8  # admit what finishes within 80 % of the deadline: the rest is margin for batching
+SERVICE_WEIGHT = 0.2  # weight of the newest batch in the average seconds per item
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class _Model:
     in_flight: int = 0
     done: deque[float] = field(default_factory=deque)  # completion times in the rate window
     closed: str = ""  # "unloading" or "loading": admits nothing
+    per_item_s: float = 0.0  # average handler seconds per item of a batch (0: not measured yet)
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -67,11 +71,27 @@ class Admission:
             m.done.popleft()
         return len(m.done) / RATE_WINDOW_S
 
+    def record_batch(self, model: str, items: float, seconds: float) -> None:
+        """One answered call's batch: ``items`` requests took the handler ``seconds``."""
+        if not (items >= 1 and 0 < seconds < math.inf):
+            return
+        m = self._model(model)
+        per_item = seconds / items
+        m.per_item_s = (
+            per_item if m.per_item_s == 0 else m.per_item_s + SERVICE_WEIGHT * (per_item - m.per_item_s)
+        )
+
+    def capacity(self, model: str) -> float:
+        """Calls per second the model can answer: its measured rate, or what its batch times say
+        (one worker) when that is more; 0 while neither is known."""
+        m = self._model(model)
+        return max(self.rate(model), 1.0 / m.per_item_s if m.per_item_s > 0 else 0.0)
+
     def limit(self, model: str) -> int:
         m = self._model(model)
         p = m.policy
-        # a newcomer is answered once those ahead and its own batch are done: (n + floor) / rate
-        want = self.rate(model) * p.deadline_s * HEADROOM - p.floor
+        # a newcomer is answered once those ahead and its own batch are done: (n + floor) / capacity
+        want = self.capacity(model) * p.deadline_s * HEADROOM - p.floor
         return max(p.floor, min(p.cap, math.ceil(want) if math.isfinite(want) else p.cap))
 
     def in_flight(self, model: str) -> int:
@@ -93,7 +113,7 @@ class Admission:
                 f"(what it finishes within {m.policy.deadline_s:g} s)",
                 retry_after_s=self.retry_after(model),
             )
-        rate = self.rate(model)
+        rate = self.capacity(model)
         if (
             time_left_s is not None
             and rate > 0
@@ -118,7 +138,7 @@ class Admission:
 
     def retry_after(self, model: str) -> int:
         """Whole seconds until the requests in flight are likely done (at least 1)."""
-        rate = self.rate(model)
+        rate = self.capacity(model)
         backlog = self._model(model).in_flight
         return max(1, math.ceil(backlog / rate)) if rate > 0 else 1
 

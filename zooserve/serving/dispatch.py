@@ -61,6 +61,9 @@ class Dispatcher:
                 outcome.pending.add_done_callback(lambda _: self._release(model, outcome))
 
     def _release(self, model: str, outcome: Outcome) -> None:
+        timing = outcome.call.timing
+        if outcome.worked:
+            self.admission.record_batch(model, timing.get("batch", 0.0), timing.get("handler", 0.0))
         self.admission.release(model, completed=outcome.worked)
         self._gauges(model)
 

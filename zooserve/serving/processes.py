@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -71,13 +72,27 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
+EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
 def free_ports(n: int) -> list[int]:
-    """n distinct free TCP ports on loopback."""
-    socks = [socket.socket() for _ in range(n)]
+    """n distinct free TCP ports on loopback, drawn *below* the kernel's ephemeral range: a port the
+    kernel hands out for binding to port 0 is also what it gives the next outgoing connection (a
+    load generator's, TorchServe's own), which can take it before the server binds it."""
     try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+        low = int(EPHEMERAL.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    first = max(1024, low - 16384)
+    rng = random.SystemRandom()
+    ports: list[int] = []
+    for port in rng.sample(range(first, low), min(low - first, 512)):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == n:
+            return ports
+    raise OSError(f"no {n} free ports between {first} and {low}")
