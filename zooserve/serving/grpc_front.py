@@ -182,7 +182,8 @@ def management_handler(backend: Backend, dispatcher: Dispatcher, model_store: Pa
         if not backend.keys.allows(dict(_metadata(context)).get("authorization"), "management"):
             return await forward  # TorchServe refuses it
         model = asked.model_name or asked.url.removesuffix(".mar")
-        return await registering(backend, dispatcher, model, forward, lambda _: True)  # errors raise
+        # errors raise; a synchronous registration answers once the model admits calls
+        return await registering(backend, dispatcher, model, forward, lambda _: True, asked.synchronous)
 
     def draining(name: str, model_of: Callable[[bytes], str | None]) -> Unary:
         forward = through(name)

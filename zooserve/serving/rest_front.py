@@ -196,7 +196,10 @@ def management_app(backend: Backend, dispatcher: Dispatcher, model_store: Path) 
         if not backend.keys.allows(request.headers.get("Authorization"), "management"):
             return await forward(request)  # TorchServe refuses it
         model = request.query.get("model_name") or url.removesuffix(".mar")
-        return await registering(backend, dispatcher, model, forward(request), lambda r: r.status == 200)
+        sync = request.query.get("synchronous", "").lower() == "true"
+        return await registering(
+            backend, dispatcher, model, forward(request), lambda r: r.status == 200, synchronous=sync
+        )
 
     async def unregister(request: web.Request) -> web.StreamResponse:
         model = request.match_info["model"]
@@ -238,10 +241,12 @@ async def registering(
     model: str,
     action: Awaitable[Any],
     succeeded: Callable[[Any], bool],
+    synchronous: bool = False,
 ) -> Any:
     """Register with ``action`` while ``model`` admits nothing (503 ModelLoading): TorchServe would
     queue its calls behind the worker's start. Calls are admitted again once a worker is READY
-    (registration may return before that: ``synchronous=false``)."""
+    (registration may return before that: ``synchronous=false``). A ``synchronous`` registration
+    is answered once its calls are admitted, so a call right after it is served."""
     dispatcher.admission.hold(model)
     try:
         result = await action
@@ -254,6 +259,8 @@ async def registering(
     task = asyncio.create_task(_reopen_when_ready(backend, dispatcher, model))
     _BACKGROUND.add(task)
     task.add_done_callback(_BACKGROUND.discard)
+    if synchronous:
+        await asyncio.shield(task)  # the caller may go; the model still reopens
     return result
 
 
