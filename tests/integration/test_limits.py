@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import shutil
 import statistics
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from servers import one_model_server
 
 from zooserve.serving import server
 
@@ -32,16 +32,9 @@ LATENCY_FACTOR = 2.0
 
 @pytest.fixture(scope="module")
 def limited(build_cache, tmp_path_factory: pytest.TempPathFactory) -> Iterator[server.ServerConfig]:
-    root = tmp_path_factory.mktemp("limits")
-    store = root / "model_store"
-    store.mkdir()
-    shutil.copy(build_cache(MODEL, format="torchscript").archive, store / f"{MODEL}.mar")
-    cfg = server.on_free_ports(server.ServerConfig(model_store=store, run_dir=root / "run"))
-    try:
-        server.start(cfg, [MODEL], timeout=240)
+    archive = build_cache(MODEL, format="torchscript").archive
+    with one_model_server(tmp_path_factory.mktemp("limits"), MODEL, archive, timeout=240) as cfg:
         yield cfg
-    finally:
-        server.stop(cfg)
 
 
 def _post(

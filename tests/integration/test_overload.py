@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import statistics
 import time
 from collections import Counter
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 import aiohttp
 import pytest
 import requests
+from servers import one_model_server
 
 from zooserve.serving import server
 
@@ -41,17 +41,9 @@ class Answer:
 @pytest.fixture(scope="module")
 def busy(build_cache, tmp_path_factory: pytest.TempPathFactory) -> Iterator[server.ServerConfig]:
     """A fresh server: its first request is the test's."""
-    root = tmp_path_factory.mktemp("overload")
-    store = root / "model_store"
-    store.mkdir()
     res = build_cache(MODEL, format="torchscript", deadline_ms=int(DEADLINE_S * 1e3))
-    shutil.copy(res.archive, store / f"{MODEL}.mar")
-    cfg = server.on_free_ports(server.ServerConfig(model_store=store, run_dir=root / "run"))
-    try:
-        server.start(cfg, [MODEL], timeout=300)
+    with one_model_server(tmp_path_factory.mktemp("overload"), MODEL, res.archive, timeout=300) as cfg:
         yield cfg
-    finally:
-        server.stop(cfg)
 
 
 def _headers(cfg: server.ServerConfig) -> dict[str, str]:
