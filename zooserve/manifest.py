@@ -38,6 +38,9 @@ class ServingOptions:
     # megapixel here, so 8 MP keeps any of them within ~2x a 12 MP camera JPEG decoded at 1/8 scale
     max_decoded_pixels: int = 8_000_000
     decode: Decode = Decode.FAST  # JPEGs at the DCT scale that covers the model's input size
+    # requests of one batch decoded at once (threads): a JPEG decodes on one core, so one at a time
+    # leaves the model's other cores idle through the decode stage (a batch of camera photos)
+    decode_workers: int = 2
     max_batch_pixels: int = 400_000_000  # decoded pixels one batch may hold (~1.2 GB as uint8 RGB)
     max_text_bytes: int = 65536
     beam_size: int = 3

@@ -5,6 +5,7 @@ tencrop`` and its answers."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -91,7 +92,10 @@ def test_bench_served_measures_ours_over_rest_and_grpc(tmp_path: Path, bench_wor
     got = {(r["variant"], r["proto"], r["concurrency"]) for r in rows}
     assert {("ours-aoti", p, c) for p in ("rest", "grpc") for c in (1, 4)} <= got
     assert all(r["rps"] > 0 and r["errors"] == 0 for r in rows)
-    assert "tiny_resnet" in text
+    # each point says where the CPU went: the workers did the inference, the gateway relayed it
+    assert all(r["cpu_workers_pct"] > 0 and r["cpu_gateway_pct"] > 0 for r in rows)
+    assert all(r["cpu_workers_pct"] + r["cpu_frontend_pct"] < 100 * os.cpu_count() for r in rows)
+    assert "tiny_resnet" in text and "CPU, % of one core: workers " in text
 
 
 def test_bench_precision_serves_the_12_mp_photo_through_the_gateway_alone_and_stock(

@@ -91,6 +91,28 @@ def test_targets_arithmetic() -> None:
     assert not lone["met"] and "over by 10.00" in lone["gap"]
 
 
+def test_a_limit_at_a_batch_the_server_never_forms_is_explained() -> None:
+    """int8 peaks at batch 32 while the server batches 8: the gap says what bs8 allows."""
+    from zooserve.bench import summary
+
+    res = {
+        "model_only": [
+            {"model": "m", "format": "aoti", "precision": "int8", "batch": b, "items_per_s": v}
+            for b, v in ((8, 40.0), (32, 64.0))
+        ],
+        "served": [
+            {"model": "m", "variant": variant("int8"), "precision": "int8", "proto": "rest"}
+            | {"concurrency": 16, "rps": 35.0, "p50": 1.0}
+        ],
+        "settings": {"batch_settings": {"batchSize": 8}},
+    }
+    t = {row["target"]: row for row in summary.targets(res, "m")}[
+        "served ÷ model-only, int8, small photo (REST)"
+    ]
+    assert t["value"] == pytest.approx(35 / 64) and not t["met"]
+    assert "at the served batchSize 8 the model alone does 40.0 img/s (bs8): served ÷ that = 0.88" in t["gap"]
+
+
 def _photo_results() -> dict:
     """A run of the precision part: fp32 and bf16 on both photos, through the gateway and not,
     and stock; figures chosen so every ratio is easy to check by hand."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -204,6 +205,23 @@ def test_a_postprocess_with_too_few_bodies_is_a_500_per_request_not_a_crash() ->
     assert [r.status for r in out] == [200, 500, 200]
 
 
+def test_a_batch_decodes_on_decode_workers_threads_at_once() -> None:
+    """Two requests meet at a barrier inside decode: only possible if they decode concurrently
+    (one at a time, the first would wait out the barrier's timeout and fail its request)."""
+    meet = threading.Barrier(2, timeout=10)
+
+    class Meeting(Scripted):
+        def decode(self, request: Request) -> Item:
+            meet.wait()
+            return super().decode(request)
+
+    pipe = Meeting()
+    pipe.decode_workers = 2
+    out = run_batch(pipe, [ok("a"), ok("b")])
+    assert [(r.status, r.body) for r in out] == [(200, {"tag": "a"}), (200, {"tag": "b"})]
+    assert pipe.calls["preprocess"] == [2]
+
+
 # ---- structure fuzzing: any mix of request kinds -------------------------------------------------
 KINDS = ["ok", "typed", "crash", "late", "prefailed", "preprocess", "forward", "postprocess"]
 
@@ -232,9 +250,14 @@ EXPECTED = {
 
 
 @FUZZ
-@given(kinds=st.lists(st.sampled_from(KINDS), max_size=16), max_batch=st.none() | st.integers(1, 8))
-def test_every_request_gets_its_own_answer(kinds: list[str], max_batch: int | None) -> None:
+@given(
+    kinds=st.lists(st.sampled_from(KINDS), max_size=16),
+    max_batch=st.none() | st.integers(1, 8),
+    workers=st.sampled_from([1, 3]),
+)
+def test_every_request_gets_its_own_answer(kinds: list[str], max_batch: int | None, workers: int) -> None:
     pipe = Scripted(max_batch=max_batch)
+    pipe.decode_workers = workers  # answers in request order whether decoded one by one or at once
     out = run_batch(pipe, [_make(k, i) for i, k in enumerate(kinds)])
     assert len(out) == len(kinds)
     for i, (kind, resp) in enumerate(zip(kinds, out, strict=True)):

@@ -24,7 +24,8 @@ MODEL_COLS = [("model", "model"), ("format", "format"), ("precision", "precision
 SERVED_COLS = [("variant", "server"), ("workload", "photo"), ("proto", "proto"),
                ("concurrency", "concurrency"), ("rps", "req/s"), ("p50", "p50 ms"), ("p95", "p95 ms"),
                ("p99", "p99 ms"), ("requests", "requests"), ("errors", "errors"),
-               ("loadgen_cpu_pct", "load gen CPU % of 1 core")]  # fmt: skip
+               ("loadgen_cpu_pct", "load gen CPU % of 1 core"), ("cpu_workers_pct", "workers CPU %"),
+               ("cpu_frontend_pct", "frontend CPU %"), ("cpu_gateway_pct", "gateway CPU %")]  # fmt: skip
 STAGE_COLS = [("variant", "server"), ("workload", "photo"), ("proto", "proto"),
               ("concurrency", "concurrency"), ("batch_mean", "mean batch"), ("decode_ms", "decode"),
               ("preprocess_ms", "preprocess"),

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from zooserve.bench import loadgen
+from zooserve.bench import cpu, loadgen
 from zooserve.export.archive import rewrite_config
 from zooserve.manifest import CONFIG_FILE, MANIFEST_FILE
 from zooserve.runtime.metrics import STAGES
@@ -107,6 +108,7 @@ def measure(
     token = server.read_keys(cfg).get("inference")
     label = metric_model or model
     before = stage_totals(cfg, label) if stages else {}
+    cpu_before, t0 = cpu.seconds_by_role(cfg), time.monotonic()
     if proto == "rest":
         row = loadgen.run_ab(f"{cfg.url()}/predictions/{model}", body, token, concurrency, seconds)
     else:
@@ -114,6 +116,7 @@ def measure(
             f"{cfg.host}:{cfg.ports.grpc_inference}", model, body, token, concurrency, seconds
         )
     drain(cfg, model, body)  # before reading the stage totals: the batches of this point's requests
+    row |= cpu.percent(cpu_before, cpu.seconds_by_role(cfg), time.monotonic() - t0)
     if stages:
         row |= stage_breakdown(before, stage_totals(cfg, label))
     row |= {"served": model, "proto": proto, "concurrency": concurrency}

@@ -1,7 +1,8 @@
 """The serving contract: four small stages over one TorchServe batch, and the loop that runs them.
 
-``decode`` runs per request (it is where bad input is caught, so it can fail one request alone);
-``preprocess``, ``forward`` and ``postprocess`` run once per batch over the requests that decoded.
+``decode`` runs per request (it is where bad input is caught, so it can fail one request alone),
+on ``decode_workers`` threads at once; ``preprocess``, ``forward`` and ``postprocess`` run once per
+batch over the requests that decoded.
 Handlers are thin adapters around ``run_batch``, which never raises: every request gets a response.
 """
 
@@ -10,7 +11,9 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from zooserve.errors import DeadlineExceeded, InferenceFailed, MalformedRequest, ServiceError
@@ -45,6 +48,9 @@ class Pipeline(ABC):
     """One task's stages. Subclasses hold the loaded model; each stage is testable alone."""
 
     model_name: str = ""
+    # requests of one batch decoded at once, on threads (Pillow and torchvision release the GIL);
+    # the handler sets the model's ``decode_workers`` serving option
+    decode_workers: int = 1
 
     @abstractmethod
     def decode(self, request: Request) -> Any:
@@ -99,17 +105,12 @@ def run_batch_timed(
     t0 = time.perf_counter()
     responses: list[Response | None] = [None] * len(requests)
     items, positions = [], []
-    for i, req in enumerate(requests):
-        try:
-            if isinstance(req, ServiceError):
-                raise req
-            if req.deadline is not None and times.started > req.deadline:
-                late_ms = (times.started - req.deadline) * 1e3
-                raise DeadlineExceeded(f"the deadline passed {late_ms:.0f} ms before the model reached it")
-            items.append(pipeline.decode(req))
+    for i, item in enumerate(_decode_all(pipeline, requests, times.started)):
+        if isinstance(item, Response):
+            responses[i] = item
+        else:
+            items.append(item)
             positions.append(i)
-        except Exception as e:  # noqa: BLE001 - whatever a request's bytes or options raise is its own 4xx
-            responses[i] = _error_response(e, client_side=True)
     times.stages["decode"] = time.perf_counter() - t0
     metrics.observe_stage(model, "decode", times.stages["decode"])
     if items:
@@ -121,6 +122,31 @@ def run_batch_timed(
     times.stages["handler"] = time.perf_counter() - t0
     metrics.observe_batch(model, len(requests), times.stages["handler"], [r.status for r in done])
     return done, times
+
+
+def _decode_all(pipeline: Pipeline, requests: Sequence[Request | ServiceError], now: float) -> list[Any]:
+    """Each request's decoded item, or the Response that answers it (late, pre-failed, bad input)."""
+
+    def one(req: Request | ServiceError) -> Any:
+        try:
+            if isinstance(req, ServiceError):
+                raise req
+            if req.deadline is not None and now > req.deadline:
+                late_ms = (now - req.deadline) * 1e3
+                raise DeadlineExceeded(f"the deadline passed {late_ms:.0f} ms before the model reached it")
+            return pipeline.decode(req)
+        except Exception as e:  # noqa: BLE001 - whatever a request's bytes or options raise is its own 4xx
+            return _error_response(e, client_side=True)
+
+    if pipeline.decode_workers > 1 and len(requests) > 1:
+        return list(_decoders(pipeline.decode_workers).map(one, requests))
+    return [one(r) for r in requests]
+
+
+@cache
+def _decoders(workers: int) -> ThreadPoolExecutor:
+    """One pool per worker process (and thread count), kept for the process's life."""
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="zooserve-decode")
 
 
 def _isolated(pipeline: Pipeline, items: list[Any], times: BatchTimes) -> list[Any]:

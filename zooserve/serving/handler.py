@@ -51,6 +51,7 @@ def _initialize(context: Any) -> Pipeline:
     torch.set_num_threads(bundle.options.threads)
     pipeline = make_pipeline(bundle)
     pipeline.model_name = getattr(context, "model_name", None) or bundle.name  # as served (metrics, answers)
+    pipeline.decode_workers = bundle.options.decode_workers
     batch_size = int(config.get("batchSize") or context.system_properties.get("batch_size") or 1)
     seconds = pipeline.warmup(warmup_sizes(batch_size))  # before TorchServe marks the worker READY
     request_log.info(json.dumps({"event": "warm", "model": bundle.name, "seconds": round(seconds, 3)}))
