@@ -43,6 +43,13 @@ def test_bench_model_only(tmp_path: Path) -> None:
     table = (out / "model_only.md").read_text()
     assert "| tiny_resnet | torchscript | fp32 | 2 |" in table
     assert "Command: `zooserve bench model tiny_resnet" in summary.read_text()
+    # `bench report` renders the same run again without measuring: same command line, same rows
+    summary.unlink()
+    (out / "model_only.md").unlink()
+    assert main(["bench", "report", "--out", str(out), "--summary", str(summary)]) == 0
+    assert (out / "model_only.md").read_text() == table
+    assert "Command: `zooserve bench model tiny_resnet" in summary.read_text()
+    assert main(["bench", "report", "--out", str(tmp_path / "nothing")]) == 2
 
 
 def test_bench_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
@@ -111,6 +118,20 @@ def test_a_limit_at_a_batch_the_server_never_forms_is_explained() -> None:
     ]
     assert t["value"] == pytest.approx(35 / 64) and not t["met"]
     assert "at the served batchSize 8 the model alone does 40.0 img/s (bs8): served ÷ that = 0.88" in t["gap"]
+
+
+def test_served_vs_limit_is_an_exact_product_of_measured_factors() -> None:
+    from zooserve.bench import summary
+
+    row = {"model": "m", "variant": "ours-aoti-bf16", "precision": "bf16", "proto": "rest", "concurrency": 16}
+    # 8 per batch, handler 250 ms of which inference 200 ms, busy 90 %: 0.9 x 0.8 x 40 = 28.8 req/s
+    row |= {"rps": 28.8, "batch_mean": 8.0, "handler_ms": 250.0, "inference_ms": 200.0, "handler_share": 90.0}
+    row |= {"decode_ms": 30.0, "preprocess_ms": 20.0, "cpu_workers_pct": 180.0, "loadgen_cpu_pct": 2.0}
+    mo = [{"model": "m", "format": "aoti", "precision": "bf16", "batch": 8, "items_per_s": 50.0}]
+    (line,) = summary.served_vs_limit({"model_only": mo, "served": [row]}, "m")
+    assert "served 28.8 ≈ 0.90 (handler busy" in line and "× 0.80 (inference's share" in line
+    assert "× 40.0 img/s (the model inside the worker) = 28.8" in line and "ran at 0.80 of it" in line
+    assert "workers 180" in line
 
 
 def _photo_results() -> dict:

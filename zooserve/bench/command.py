@@ -5,6 +5,7 @@ work lives in the other modules of ``zooserve.bench``."""
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from zooserve.bench import fidelity, run
@@ -14,7 +15,7 @@ from zooserve.errors import UserError
 from zooserve.models import registry
 from zooserve.specs import Format, Precision
 
-WHAT = ("model", "served", "stock", "sweep", "all", "precision", "fidelity")
+WHAT = ("model", "served", "stock", "sweep", "all", "precision", "fidelity", "report")
 
 
 def _ints(text: str) -> list[int]:
@@ -32,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=WHAT,
         help="precision: each precision's model-only limit and, on each photo workload, served through "
         "the gateway, on TorchServe alone, and stock TorchServe; all: every part; fidelity: fast vs exact "
-        "JPEG decode on large photos (lenet5 and sharpened ResNets, docs/precision.md)",
+        "JPEG decode on large photos (lenet5 and sharpened ResNets, docs/precision.md); report: tables, "
+        "plots and summary again from --out's results.json (no measuring)",
     )
     p.add_argument("models", nargs="*", metavar="MODEL", help="default: resnet50")
     p.add_argument("--formats", default="eager,torchscript,aoti", help="model-only formats")
@@ -85,5 +87,11 @@ def main(args: argparse.Namespace) -> None:
     a.command_line = "zooserve bench " + a.what + " " + " ".join(a.models)
     if a.what == "fidelity":
         fidelity.run(a)
+    elif a.what == "report":
+        try:
+            res = json.loads((a.out / "results.json").read_text("utf-8"))
+        except (OSError, ValueError) as e:
+            raise UserError(f"no results to report in {a.out}: {e}") from None
+        run.write(res, a)
     else:
         run.write(run.run(a), a)

@@ -172,6 +172,37 @@ def _t(name: str, value: float, goal: float, basis: str, lower: bool = False) ->
     return {"target": name, "value": value, "goal": goal, "met": met, "basis": basis, "gap": gap}
 
 
+def served_vs_limit(res: dict[str, Any], model: str) -> list[str]:
+    """Why served ÷ model-only is what it is, per precision and photo at the highest concurrency,
+    as an exact product: served req/s = handler busy share × inference's share of the handler ×
+    the model's speed inside the worker (images per second of inference time), and that speed
+    against the model alone on the same machine."""
+    mo = _pick(res.get("model_only", []), model=model)
+    rows = [
+        r
+        for r in _pick(res.get("served", []), model=model, proto="rest", gateway=True)
+        if r["variant"].startswith("ours-aoti") and r.get("inference_ms") and r.get("handler_share")
+    ]
+    cmax = max((r["concurrency"] for r in rows), default=None)
+    lines = []
+    for r in _pick(rows, concurrency=cmax):
+        limit = _limit(mo, r.get("precision", "fp32"))
+        if not limit:
+            continue
+        busy, share = r["handler_share"] / 100, r["inference_ms"] / r["handler_ms"]
+        speed = 1e3 * r["batch_mean"] / r["inference_ms"]
+        lines.append(
+            f"- {r.get('precision', 'fp32')} {r.get('workload', 'small')} c{cmax}: served {r['rps']:.1f} ≈ "
+            f"{busy:.2f} (handler busy; the rest is queueing, TorchServe and the gateway) × {share:.2f} "
+            f"(inference's share of the handler: decode {r['decode_ms']:.1f} + preprocess "
+            f"{r['preprocess_ms']:.1f} ms per batch of {r['batch_mean']:.1f}) × {speed:.1f} img/s (the "
+            f"model inside the worker) = {busy * share * speed:.1f}; the model alone does "
+            f"{limit['items_per_s']:.1f} img/s at bs{limit['batch']}, so the worker's model ran at "
+            f"{speed / limit['items_per_s']:.2f} of it.{_cpu_split(r)}"
+        )
+    return lines
+
+
 def where_time_goes(res: dict[str, Any], model: str) -> list[str]:
     """Per-stage lines for our REST runs: handler time per batch and what is outside the handler."""
     lines = []
@@ -299,6 +330,15 @@ def write_summary(res: dict[str, Any], tables: dict[str, str], path: Path, out_d
                 for t in tg
             ]
             lines += ["", "Where the time goes (ours, AOTInductor):", "", *where_time_goes(res, model), ""]
+            loss = served_vs_limit(res, model)
+            if loss:
+                lines += [
+                    "Where served loses to the model alone (ours through the gateway; how to read it: "
+                    "[served_vs_model.md](served_vs_model.md)):",
+                    "",
+                    *loss,
+                    "",
+                ]
         photos = photo_table(res, model)
         if photos:
             lines += [f"## Precisions and photos: {model}", "", *photos, ""]
