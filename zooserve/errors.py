@@ -11,6 +11,7 @@ Two families, never mixed:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -206,6 +207,16 @@ class ErrorRow:
     status: int
     grpc_code: str
     meaning: str
+
+
+_ADDRESS = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")  # e.g. Pillow's "<_io.BytesIO object at 0x7f..>"
+
+
+def client_text(e: BaseException, limit: int = 200) -> str:
+    """An unexpected exception's first line as a client may read it: short, and without the
+    process's memory addresses (object reprs)."""
+    text = _ADDRESS.sub("an object", str(e).strip())
+    return text.splitlines()[0][:limit] if text else type(e).__name__
 
 
 def error_table() -> list[ErrorRow]:

@@ -48,8 +48,9 @@ def threads_server(build_cache, tmp_path_factory: pytest.TempPathFactory) -> Ite
     store = root / "model_store"
     store.mkdir()
     for name, n in VARIANTS.items():
-        # batch 1: every request is its own forward, so the burst is many conv parallel regions
-        res = build_cache("tiny_resnet", format="torchscript", archive_name=name, threads=n)
+        # small batches: the burst is many conv parallel regions; decode on the handler's own thread
+        # (decode_workers 1), so the threads that work are torch's alone
+        res = build_cache("tiny_resnet", format="torchscript", archive_name=name, threads=n, decode_workers=1)
         shutil.copy(res.archive, store / f"{name}.mar")
     cfg = server.on_free_ports(server.ServerConfig(model_store=store, run_dir=root / "run"))
     try:

@@ -53,3 +53,11 @@ def test_table_is_explicit_and_complete() -> None:
 def test_user_errors_carry_no_http_status() -> None:
     assert not hasattr(errors.UnknownModel("x"), "status")
     assert not hasattr(errors.ServerError("x"), "grpc_code")
+
+
+def test_client_text_is_one_short_line_without_memory_addresses() -> None:
+    from zooserve.errors import client_text
+
+    e = ValueError("cannot identify image file <_io.BytesIO object at 0x7efcc895eac0>\nsecond line")
+    assert client_text(e) == "cannot identify image file an object"
+    assert client_text(KeyError()) == "KeyError" and len(client_text(ValueError("x" * 500))) == 200

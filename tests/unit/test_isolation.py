@@ -339,3 +339,19 @@ def test_error_table_rows(name: str, status: int, grpc_code: str) -> None:
     assert grpc_code in grpc.StatusCode.__members__ and rows[name].meaning
     again = errors.from_json(getattr(errors, name)("why").to_json())
     assert type(again).__name__ == name and again.status == status and str(again) == "why"
+
+
+def test_decoding_a_batch_on_threads_answers_exactly_as_one_at_a_time(tiny, monkeypatch) -> None:
+    """Real JPEGs (of several sizes, so some take the DCT-scaled path) and bad bytes through the
+    decode threads: the same statuses and bodies, in the same order, as decoding one by one."""
+    from zooserve.bench.samples import photo_jpegs
+
+    photos = list(photo_jpegs().values())  # 640x427 photos and generated ones up to 1280x720
+    reqs = [Request(b) for b in (_jpeg(None, 1), b"junk", *photos, _jpeg(None, 2), b"\xff\xd8\xff")]
+    answers = {}
+    for workers in (1, 3):
+        monkeypatch.setattr(tiny, "decode_workers", workers)
+        answers[workers] = [(r.status, r.body) for r in run_batch(tiny, reqs)]
+    assert answers[1] == answers[3]
+    assert [s for s, _ in answers[3]] == [200, 400, *[200] * len(photos), 200, 400]
+    assert "0x" not in answers[3][-1][1]["message"]  # no memory address of the process in an answer

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from zooserve.errors import WeightsError
+from zooserve.errors import WeightsError, client_text
 from zooserve.models.sat_modules import (
     END,
     START,
@@ -90,7 +90,7 @@ def import_checkpoint(path: Path, word_map: Path | None = None, trust_pickle: bo
             ) from None
         return _from_reference(load_restricted(path), _vocab_for_reference(path, word_map))
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise WeightsError(f"{path} is not a readable torch checkpoint: {_first_line(e)}") from None
+        raise WeightsError(f"{path} is not a readable torch checkpoint: {client_text(e)}") from None
     if not (isinstance(obj, dict) and obj.get("format") == FORMAT):
         raise WeightsError(f"{path} is neither a zooserve captioner checkpoint nor the tutorial's format")
     vocab = read_word_map(word_map) if word_map else list(obj["vocab"])
@@ -103,7 +103,7 @@ def read_word_map(path: Path) -> list[str]:
     try:
         mapping = json.loads(Path(path).read_text("utf-8"))
     except (OSError, ValueError) as e:
-        raise WeightsError(f"cannot read word map {path}: {_first_line(e)}") from None
+        raise WeightsError(f"cannot read word map {path}: {client_text(e)}") from None
     if not isinstance(mapping, dict) or not all(isinstance(i, int) for i in mapping.values()):
         raise WeightsError(f"word map {path} must be a JSON object of word -> integer index")
     vocab = [""] * len(mapping)
@@ -241,7 +241,7 @@ def load_restricted(path: Path) -> Any:
     except WeightsError:
         raise
     except Exception as e:  # noqa: BLE001 - anything a hostile or broken pickle throws
-        raise WeightsError(f"cannot load tutorial checkpoint {path}: {_first_line(e)}") from None
+        raise WeightsError(f"cannot load tutorial checkpoint {path}: {client_text(e)}") from None
 
 
 # ---- conversion ----------------------------------------------------------------------------------
@@ -295,8 +295,3 @@ def _infer_backbone(enc_sd: dict[str, torch.Tensor]) -> str:
     name = f"resnet-{block}-" + "-".join(map(str, counts))
     known = {resnet_layout(n): n for n in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")}
     return known.get((block, tuple(counts)), name)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:200] if text else type(e).__name__

@@ -31,7 +31,7 @@ import torch
 from PIL import Image, ImageStat
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from zooserve.errors import EmptyBody, ImageTooLarge, InvalidImage, UnsupportedMediaType
+from zooserve.errors import EmptyBody, ImageTooLarge, InvalidImage, UnsupportedMediaType, client_text
 from zooserve.manifest import ServingOptions
 from zooserve.runtime.pipeline import Request
 from zooserve.specs import Decode
@@ -47,6 +47,10 @@ SIGNATURES: dict[str, tuple[bytes, ...]] = {
 }
 SUPPORTED = "JPEG, PNG, GIF, WebP, BMP or TIFF"
 _TEXT_TYPES = ("text/", "application/json", "application/xml", "application/x-www-form-urlencoded")
+
+# torch.from_numpy warns on Pillow's read-only arrays; they are only ever read (resize makes new
+# tensors). Set once: warnings.catch_warnings() swaps process-wide state, unsafe on decode threads.
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
 
 
 # Fast mode keeps at least this many times the side the model resizes to; the model's own
@@ -163,7 +167,7 @@ def decode_image_bytes(data: bytes, limits: DecodeLimits) -> Decoded:
         except (ImageTooLarge, InvalidImage):
             raise
         except Exception as e:  # noqa: BLE001 - Pillow raises many types for corrupt data
-            raise InvalidImage(f"cannot decode {fmt} image: {_first_line(e)}") from None
+            raise InvalidImage(f"cannot decode {fmt} image: {client_text(e)}") from None
 
 
 def jpeg_reduction(size: tuple[int, int], min_side: int | None) -> int:
@@ -179,9 +183,9 @@ def _open(data: bytes, fmt: str) -> Image.Image:
     try:
         im = Image.open(io.BytesIO(data), formats=[fmt])
     except Image.DecompressionBombError as e:
-        raise ImageTooLarge(f"image declares too many pixels: {_first_line(e)}") from None
+        raise ImageTooLarge(f"image declares too many pixels: {client_text(e)}") from None
     except Exception as e:  # noqa: BLE001 - Pillow raises many types for truncated headers
-        raise InvalidImage(f"not a decodable {fmt} image ({len(data)} bytes): {_first_line(e)}") from None
+        raise InvalidImage(f"not a decodable {fmt} image ({len(data)} bytes): {client_text(e)}") from None
     return im
 
 
@@ -206,9 +210,7 @@ def _to_tensor(im: Image.Image, channels: int, min_side: int | None = None) -> t
     if factor >= 2:
         im = im.reduce(factor)
     array = np.asarray(im).reshape(im.height, im.width, channels)  # one copy out of Pillow
-    with warnings.catch_warnings():  # read-only memory shared, never written in place downstream
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(array).permute(2, 0, 1)
+    return torch.from_numpy(array).permute(2, 0, 1)  # read-only memory, never written in place
 
 
 def _flatten_alpha(im: Image.Image) -> Image.Image:
@@ -230,7 +232,7 @@ def _decode_jpeg_full(data: bytes, channels: int) -> torch.Tensor:
     try:
         return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
     except RuntimeError as e:
-        raise InvalidImage(f"cannot decode JPEG image: {_first_line(e)}") from None
+        raise InvalidImage(f"cannot decode JPEG image: {client_text(e)}") from None
 
 
 def decode_jpegs_on_gpu(datas: Sequence[bytes], device: torch.device) -> list[torch.Tensor]:
@@ -240,9 +242,4 @@ def decode_jpegs_on_gpu(datas: Sequence[bytes], device: torch.device) -> list[to
     try:
         return list(decode_jpeg(buffers, mode=ImageReadMode.RGB, device=device))
     except RuntimeError as e:
-        raise InvalidImage(f"cannot decode JPEG image: {_first_line(e)}") from None
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:200] if text else type(e).__name__
+        raise InvalidImage(f"cannot decode JPEG image: {client_text(e)}") from None

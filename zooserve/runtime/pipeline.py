@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from zooserve.errors import DeadlineExceeded, InferenceFailed, MalformedRequest, ServiceError
+from zooserve.errors import DeadlineExceeded, InferenceFailed, MalformedRequest, ServiceError, client_text
 from zooserve.runtime import metrics
 
 
@@ -164,7 +164,7 @@ def _error_response(e: Exception, client_side: bool) -> Response:
     """Our typed error as is; anything else is the client's 400 while reading its request, or,
     in a batch stage that fails on this request alone, a 500 that is ours."""
     if not isinstance(e, ServiceError):
-        detail = f"{type(e).__name__}: {str(e)[:200]}"
+        detail = f"{type(e).__name__}: {client_text(e)}"
         e = MalformedRequest(f"cannot read the request: {detail}") if client_side else InferenceFailed(detail)
     return Response(e.status, e.to_json())
 
