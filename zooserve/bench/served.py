@@ -121,11 +121,16 @@ def measure(
         row |= stage_breakdown(before, stage_totals(cfg, label))
     row |= {"served": model, "proto": proto, "concurrency": concurrency}
     print(
-        f"[bench] {model} {proto} c{concurrency}: {row['rps']:.1f} req/s p50 {row['p50']} ms "
-        f"p99 {row['p99']} ms, errors {row['errors']}, loadgen cpu {row['loadgen_cpu_s']:.2f}s",
+        f"[bench] {model} {proto} {body.name} c{concurrency}: {row['rps']:.1f} req/s "
+        f"p50 {_ms(row['p50'])} ms p99 {_ms(row['p99'])} ms, errors {row['errors']}, "
+        f"loadgen cpu {row['loadgen_cpu_s']:.2f}s",
         flush=True,
     )
     return row
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 def warm(cfg: server.ServerConfig, model: str, body: Path, concurrency: int) -> None:
