@@ -35,7 +35,7 @@ class ServingOptions:
     flip: bool = True  # dense evaluation: add horizontal flips
     max_pixels: int = 40_000_000  # what one image may declare: 8K photos pass, a 30000x30000 bomb does not
     # what may be decoded at full size (PNG, GIF, WebP, BMP, TIFF): their decode costs ~20-40 ms per
-    # megapixel here, so 8 MP keeps any of them within ~2x a 12 MP camera JPEG decoded at 1/8 scale
+    # megapixel here, so 8 MP keeps any of them within ~1.5x the latency of a 12 MP camera JPEG
     max_decoded_pixels: int = 8_000_000
     decode: Decode = Decode.FAST  # JPEGs at the DCT scale that covers the model's input size
     # requests of one batch decoded at once (threads): a JPEG decodes on one core, so one at a time
