@@ -11,14 +11,16 @@ from zooserve.serving import server
 
 
 @contextmanager
-def one_model_server(root: Path, name: str, archive: Path, timeout: float) -> Iterator[server.ServerConfig]:
-    """A fresh server of its own (free ports, run dir under ``root``) serving ``archive`` as ``name``."""
+def own_server(root: Path, archives: dict[str, Path], timeout: float) -> Iterator[server.ServerConfig]:
+    """A fresh server of its own (free ports, run dir under ``root``) serving each archive under
+    its name."""
     store = root / "model_store"
     store.mkdir()
-    shutil.copy(archive, store / f"{name}.mar")
+    for name, archive in archives.items():
+        shutil.copy(archive, store / f"{name}.mar")
     cfg = server.on_free_ports(server.ServerConfig(model_store=store, run_dir=root / "run"))
     try:
-        server.start(cfg, [name], timeout=timeout)
+        server.start(cfg, list(archives), timeout=timeout)
         yield cfg
     finally:
         server.stop(cfg)

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -18,9 +17,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from servers import one_model_server
+from servers import own_server
 
-from zooserve.serving import server
+from zooserve.serving import processes, server
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 from bombs import MAX_BODY, bombs, camera_photo  # noqa: E402
@@ -32,13 +31,12 @@ RSS_BUDGET_MB = 200
 # under max_decoded_pixels: 83-87 ms vs 30-38 ms for the camera JPEG (decoded at its DCT scale),
 # 1.4x in latency, 2.3-2.9x in CPU; a bomb the budgets missed would cost tens of times more
 COST_FACTOR = 4.0
-TICK_S = 1 / os.sysconf("SC_CLK_TCK")  # /proc's CPU time resolution
 
 
 @pytest.fixture(scope="module")
 def limited(build_cache, tmp_path_factory: pytest.TempPathFactory) -> Iterator[server.ServerConfig]:
     archive = build_cache(MODEL, format="torchscript").archive
-    with one_model_server(tmp_path_factory.mktemp("limits"), MODEL, archive, timeout=240) as cfg:
+    with own_server(tmp_path_factory.mktemp("limits"), {MODEL: archive}, timeout=240) as cfg:
         yield cfg
 
 
@@ -59,9 +57,9 @@ def _worker_pid(cfg: server.ServerConfig) -> int:
 
 
 def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of the worker process so far (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * TICK_S
+    stat = processes.proc_stat(pid)
+    assert stat is not None, f"the worker {pid} is gone"
+    return processes.cpu_seconds(stat[1])
 
 
 def _cost(cfg: server.ServerConfig, body: bytes, n: int = 3) -> tuple[float, requests.Response]:
@@ -96,7 +94,7 @@ def test_any_small_body_costs_at_most_twice_a_normal_photo(limited: server.Serve
             413,
         ), name
         # one clock tick of slack per request for /proc's resolution
-        assert cost <= COST_FACTOR * normal + TICK_S, (
+        assert cost <= COST_FACTOR * normal + processes.TICK_S, (
             f"{name}: {cost * 1e3:.0f} ms CPU vs normal {normal * 1e3:.0f}"
         )
     grown = _peak_rss_mb(limited) - peak_before

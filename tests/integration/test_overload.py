@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import aiohttp
 import pytest
 import requests
-from servers import one_model_server
+from servers import own_server
 
 from zooserve.serving import server
 
@@ -44,7 +44,7 @@ class Answer:
 def busy(build_cache, tmp_path_factory: pytest.TempPathFactory) -> Iterator[server.ServerConfig]:
     """A fresh server: its first request is the test's."""
     res = build_cache(MODEL, format="torchscript", deadline_ms=int(DEADLINE_S * 1e3))
-    with one_model_server(tmp_path_factory.mktemp("overload"), MODEL, res.archive, timeout=300) as cfg:
+    with own_server(tmp_path_factory.mktemp("overload"), {MODEL: res.archive}, timeout=300) as cfg:
         yield cfg
 
 

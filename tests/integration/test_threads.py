@@ -11,12 +11,12 @@ TorchServe's management API (describe model -> workers[].pid).
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from servers import own_server
 
 from zooserve.client import Client
 from zooserve.serving import server
@@ -44,20 +44,16 @@ def _worker_pid(cfg: server.ServerConfig, model: str) -> int:
 
 @pytest.fixture(scope="module")
 def threads_server(build_cache, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
-    root = tmp_path_factory.mktemp("threads")
-    store = root / "model_store"
-    store.mkdir()
-    for name, n in VARIANTS.items():
-        # small batches: the burst is many conv parallel regions; decode on the handler's own thread
-        # (decode_workers 1), so the threads that work are torch's alone
-        res = build_cache("tiny_resnet", format="torchscript", archive_name=name, threads=n, decode_workers=1)
-        shutil.copy(res.archive, store / f"{name}.mar")
-    cfg = server.on_free_ports(server.ServerConfig(model_store=store, run_dir=root / "run"))
-    try:
-        server.start(cfg, list(VARIANTS), timeout=240)
+    # small batches: the burst is many conv parallel regions; decode on the handler's own thread
+    # (decode_workers 1), so the threads that work are torch's alone
+    archives = {
+        name: build_cache(
+            "tiny_resnet", format="torchscript", archive_name=name, threads=n, decode_workers=1
+        ).archive
+        for name, n in VARIANTS.items()
+    }
+    with own_server(tmp_path_factory.mktemp("threads"), archives, timeout=240) as cfg:
         yield cfg, Client(port=cfg.ports.inference, grpc_port=cfg.ports.grpc_inference, key_file=cfg.key_file)
-    finally:
-        server.stop(cfg)
 
 
 def _busy_threads(cfg: server.ServerConfig, client: Client, model: str, image: bytes) -> tuple[int, int]:

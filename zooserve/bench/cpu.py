@@ -5,24 +5,11 @@ as the share of the cores left to the workers' inference."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from zooserve.serving import server
+from zooserve.serving import processes, server
 
 ROLES = ("workers", "frontend", "gateway", "exporter")
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _stat(pid_dir: Path) -> tuple[str, int, float] | None:
-    """(command name, process group, user+system CPU seconds) of one process, None if it is gone."""
-    try:
-        text = (pid_dir / "stat").read_text()
-    except OSError:
-        return None
-    comm = text[text.index("(") + 1 : text.rindex(")")]
-    fields = text.rsplit(")", 1)[1].split()  # fields[0] is field 3 (state) of the whole line
-    return comm, int(fields[2]), (int(fields[11]) + int(fields[12])) / _TICK
 
 
 def seconds_by_role(cfg: server.ServerConfig) -> dict[str, float]:
@@ -35,13 +22,12 @@ def seconds_by_role(cfg: server.ServerConfig) -> dict[str, float]:
     }
     out = dict.fromkeys(ROLES, 0.0)
     for pid_dir in Path("/proc").glob("[0-9]*"):
-        st = _stat(pid_dir)
-        if st is None or st[1] not in groups:
+        stat = processes.proc_stat(pid_dir.name)
+        if stat is None or (what := groups.get(int(stat[1][2]))) is None:
             continue
-        comm, group, cpu = st
-        what = groups[group]
+        comm, fields = stat
         role = ("frontend" if comm == "java" else "workers") if what == "torchserve" else what
-        out[role] += cpu
+        out[role] += processes.cpu_seconds(fields)
     return out
 
 

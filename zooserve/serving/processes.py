@@ -18,14 +18,28 @@ import subprocess
 import time
 from pathlib import Path
 
+TICK_S = 1 / os.sysconf("SC_CLK_TCK")  # /proc's unit of CPU time
+
+
+def proc_stat(pid: int | str) -> tuple[str, list[str]] | None:
+    """(command name, fields 3.. of ``/proc/PID/stat``), None when the process does not exist. The
+    name is cut out first: it may hold spaces and parentheses."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.index("(") + 1 : text.rindex(")")], text.rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(fields: list[str]) -> float:
+    """User + system CPU seconds of a process (all its threads) from its ``proc_stat`` fields."""
+    return (int(fields[11]) + int(fields[12])) * TICK_S
+
 
 def start_ticks(pid: int) -> int | None:
     """The process's start time in clock ticks since boot, or None when it does not exist."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])  # field 22 of the whole line
+    stat = proc_stat(pid)
+    return None if stat is None else int(stat[1][19])  # field 22 of the whole line
 
 
 def write_pid(path: Path, proc: subprocess.Popen) -> None:
@@ -62,13 +76,10 @@ def terminate_group(pid: int, timeout: float) -> None:
 def group_members(pgid: int) -> list[int]:
     """The live (non-zombie) processes of group ``pgid`` (zombies wait for a parent that may be us)."""
     members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(stat.parent.name))
+    for pid_dir in Path("/proc").glob("[0-9]*"):
+        stat = proc_stat(pid_dir.name)
+        if stat is not None and int(stat[1][2]) == pgid and stat[1][0] != "Z":
+            members.append(int(pid_dir.name))
     return members
 
 
